@@ -6,7 +6,7 @@ use std::fmt;
 
 /// A logical sequence number: the byte position of a message in the endless logical log.
 /// Strictly increasing in reservation order and never reused, unlike file offsets.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Lsn(pub u64);
 
 /// The index of a physical segment in the data file: its file offset is

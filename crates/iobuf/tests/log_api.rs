@@ -1,0 +1,312 @@
+//! The log's API on the simulated storage: writes, reads, iteration, batches, blobs, aborts,
+//! durability points, release, poisoning. Tiny buffers and segments so buffer rolls, segment
+//! rolls and ring laps happen constantly.
+
+use std::sync::Arc;
+
+use iobuf::storage::{FaultKind, SimStorage, Storage};
+use iobuf::{Location, Log, LogConfig, LogError, Lsn, Stored};
+
+fn tiny_config() -> LogConfig {
+    LogConfig {
+        segment_len_bytes: 2048,
+        io_buf_len_bytes: 512,
+        n_io_bufs: 3,
+        blob_threshold_bytes: 200,
+        flush_every: None,
+    }
+}
+
+fn message(i: usize) -> Vec<u8> {
+    // Lengths 0..=260 cover empty messages, messages that barely fit, and blobs (> 200).
+    let len = (i * 37) % 261;
+    (0..len).map(|j| (i + j) as u8).collect()
+}
+
+fn new_log() -> (SimStorage, Log) {
+    let storage = SimStorage::new();
+    let log = Log::create(Arc::new(storage.clone()), tiny_config()).unwrap();
+    (storage, log)
+}
+
+#[test]
+fn messages_read_back_exactly_across_buffer_and_segment_rolls() {
+    let (_storage, log) = new_log();
+    let mut written: Vec<(Location, Vec<u8>)> = Vec::new();
+    for i in 0..500 {
+        let bytes = message(i);
+        let location = log.write(&bytes).unwrap();
+        written.push((location, bytes));
+    }
+    for window in written.windows(2) {
+        assert!(window[0].0.lsn < window[1].0.lsn, "LSNs increase");
+    }
+    for (location, bytes) in &written {
+        assert_eq!(&log.read(*location).unwrap(), bytes, "{location:?}");
+    }
+    log.flush().unwrap();
+    let iterated: Vec<(Location, Vec<u8>)> = log
+        .iter_from(Lsn(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(iterated, written);
+    assert!(
+        log.with_accountant(|a| a.n_segments_in_file()) > 20,
+        "segments rolled"
+    );
+    assert!(written.iter().any(|(l, _)| l.stored == Stored::Blob));
+    log.close().unwrap();
+}
+
+#[test]
+fn iter_from_starts_at_the_first_message_at_or_after_the_lsn() {
+    let (_storage, log) = new_log();
+    let locations: Vec<Location> = (0..100).map(|i| log.write(&message(i)).unwrap()).collect();
+    log.flush().unwrap();
+    for (idx, location) in locations.iter().enumerate().step_by(7) {
+        let first = log
+            .iter_from(location.lsn)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap();
+        assert_eq!(first.0, *location);
+        // One past a message's start: the iteration begins at the next message.
+        let after = log.iter_from(Lsn(location.lsn.0 + 1)).unwrap().next();
+        match locations.get(idx + 1) {
+            Some(next) => assert_eq!(after.unwrap().unwrap().0, *next),
+            None => assert!(after.is_none()),
+        }
+    }
+}
+
+#[test]
+fn iteration_stops_at_the_stable_lsn() {
+    let (_storage, log) = new_log();
+    let stable = log.write(b"stable").unwrap();
+    log.make_stable(stable.lsn).unwrap();
+    let _pending = log.write(b"not yet stable").unwrap();
+    let all: Vec<_> = log
+        .iter_from(Lsn(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].1, b"stable");
+}
+
+#[test]
+fn aborted_and_dropped_reservations_never_appear() {
+    let (_storage, log) = new_log();
+    let kept = log.write(b"first").unwrap();
+    let mut aborted = log.reserve(10).unwrap();
+    aborted.buffer_mut().copy_from_slice(b"aborted!!!");
+    aborted.abort().unwrap();
+    {
+        let mut dropped = log.reserve(300).unwrap(); // a blob-sized one, too
+        dropped.buffer_mut()[0] = 1;
+    }
+    let last = log.write(b"last").unwrap();
+    log.flush().unwrap();
+    let all: Vec<_> = log
+        .iter_from(Lsn(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        all,
+        vec![(kept, b"first".to_vec()), (last, b"last".to_vec())]
+    );
+    assert_eq!(
+        log.metrics()
+            .n_aborts
+            .load(std::sync::atomic::Ordering::Relaxed),
+        2
+    );
+}
+
+#[test]
+fn batches_are_contiguous_and_read_back() {
+    let (_storage, log) = new_log();
+    let big = vec![7u8; 300];
+    let batch: Vec<&[u8]> = vec![b"a", b"bb", &big, b""];
+    for _ in 0..20 {
+        let locations = log.write_batch(&batch).unwrap();
+        assert_eq!(locations.len(), 4);
+        assert_eq!(locations[2].stored, Stored::Blob);
+        for (location, bytes) in locations.iter().zip(&batch) {
+            assert_eq!(&log.read(*location).unwrap(), bytes);
+        }
+    }
+    assert!(matches!(log.write_batch(&[]), Err(LogError::EmptyBatch)));
+    let too_big = vec![0u8; 150];
+    let batch: Vec<&[u8]> = vec![&too_big, &too_big, &too_big];
+    assert!(matches!(
+        log.write_batch(&batch),
+        Err(LogError::BatchTooLarge { .. })
+    ));
+}
+
+/// Weak point 4: `make_stable` for an LSN that was never reserved blocked forever in the
+/// original. It must return an error at once.
+#[test]
+fn make_stable_of_an_unreserved_lsn_is_an_error_not_a_hang() {
+    let (_storage, log) = new_log();
+    let location = log.write(b"x").unwrap();
+    let far = Lsn(location.lsn.0 + 1_000_000);
+    match log.make_stable(far) {
+        Err(LogError::NotReserved { lsn, tip }) => {
+            assert_eq!(lsn, far);
+            assert!(tip > location.lsn);
+        }
+        other => panic!("expected NotReserved, got {other:?}"),
+    }
+    assert!(matches!(
+        log.make_stable(log.tip()),
+        Err(LogError::NotReserved { .. })
+    ));
+    log.make_stable(location.lsn).unwrap();
+    assert!(log.stable_lsn() > location.lsn);
+}
+
+#[test]
+fn one_sync_per_durable_point() {
+    let (_storage, log) = new_log();
+    for i in 0..50u64 {
+        let location = log.write(&i.to_le_bytes()).unwrap();
+        log.make_stable(location.lsn).unwrap();
+    }
+    let metrics = log.metrics();
+    let n_syncs = metrics.n_syncs.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(n_syncs, 50, "exactly one fdatasync per durable append");
+    // Already stable: no further sync.
+    log.flush().unwrap();
+    assert_eq!(
+        metrics.n_syncs.load(std::sync::atomic::Ordering::Relaxed),
+        50
+    );
+}
+
+/// Weak point 3 / 8 (log side): a blob's file is durable before its pointer, and a released
+/// blob's file is deleted once the release is durable, so none leak.
+#[test]
+fn released_blobs_are_deleted_and_none_leak() {
+    let (storage, log) = new_log();
+    let blob = vec![42u8; 1000];
+    let location = log.write(&blob).unwrap();
+    assert_eq!(location.stored, Stored::Blob);
+    let blob_name = iobuf::format::blob_file_name(location.lsn);
+    assert!(storage.file_names().contains(&blob_name));
+    assert_eq!(log.read(location).unwrap(), blob);
+    log.release_before(Lsn(location.lsn.0 + 1));
+    // The release becomes durable with the next segment header once that segment is stable.
+    for i in 0..200 {
+        log.write(&message(i % 150)).unwrap();
+    }
+    log.flush().unwrap();
+    assert!(log.durable_release_point() > location.lsn);
+    assert!(
+        !storage.file_names().contains(&blob_name),
+        "released blob file deleted"
+    );
+}
+
+#[test]
+fn release_before_lets_segments_be_reused_so_the_file_stops_growing() {
+    let (_storage, log) = new_log();
+    let mut n_segments_after_warmup = 0;
+    for round in 0..40 {
+        for i in 0..50 {
+            log.write(&message(i % 100)).unwrap();
+        }
+        log.flush().unwrap();
+        log.release_before(log.stable_lsn());
+        if round == 10 {
+            n_segments_after_warmup = log.with_accountant(|a| a.n_segments_in_file());
+        }
+    }
+    let n_segments = log.with_accountant(|a| a.n_segments_in_file());
+    assert_eq!(
+        n_segments, n_segments_after_warmup,
+        "the data file stopped growing"
+    );
+}
+
+#[test]
+fn a_second_opener_of_the_directory_is_refused() {
+    let (storage, _log) = new_log();
+    let second = Log::create(Arc::new(storage.clone()), tiny_config());
+    assert!(matches!(second, Err(LogError::Locked)));
+}
+
+#[test]
+fn an_invalid_configuration_is_a_typed_error() {
+    let storage = SimStorage::new();
+    let config = LogConfig {
+        n_io_bufs: 1,
+        ..tiny_config()
+    };
+    assert!(matches!(
+        Log::create(Arc::new(storage), config),
+        Err(LogError::Config(_))
+    ));
+}
+
+/// Fail-stop: fail each storage call in turn. After the first failure every operation
+/// returns an error, and nothing is acknowledged as durable after it.
+#[test]
+fn any_failed_storage_call_poisons_the_log() {
+    // Count the calls of a clean run of the workload.
+    let workload = |log: &Log| -> Result<(), LogError> {
+        for i in 0..60 {
+            let location = log.write(&message(i))?;
+            if i % 10 == 0 {
+                log.make_stable(location.lsn)?;
+            }
+        }
+        log.flush()?;
+        Ok(())
+    };
+    let clean = SimStorage::new();
+    {
+        let log = Log::create(Arc::new(clean.clone()), tiny_config()).unwrap();
+        workload(&log).unwrap();
+        log.close().unwrap();
+    }
+    let n_calls = clean.n_calls();
+    assert!(n_calls > 50, "the workload makes {n_calls} storage calls");
+    for call_idx in 0..n_calls {
+        for kind in [FaultKind::Eio, FaultKind::Enospc] {
+            let storage = SimStorage::new();
+            storage.fail_call(call_idx, kind);
+            let log =
+                match Log::create(Arc::new(storage.clone()) as Arc<dyn Storage>, tiny_config()) {
+                    Ok(log) => log,
+                    Err(error) => {
+                        assert_eq!(error.raw_os_error(), Some(kind.raw_os_error()));
+                        continue;
+                    }
+                };
+            let stable_before_failure = log.stable_lsn();
+            let error = match workload(&log) {
+                Err(error) => error,
+                Ok(()) => {
+                    // The failing call is one of those a clean close makes.
+                    let error = log.close().expect_err("the injected failure must surface");
+                    assert_eq!(error.raw_os_error(), Some(kind.raw_os_error()), "{error}");
+                    continue;
+                }
+            };
+            assert_eq!(error.raw_os_error(), Some(kind.raw_os_error()), "{error}");
+            // Poisoned: every later call fails, and the stable LSN no longer moves.
+            let stable = log.stable_lsn();
+            assert!(stable >= stable_before_failure);
+            assert!(log.write(b"after").is_err());
+            assert!(log.flush().is_err());
+            assert!(log.reserve(3).is_err());
+            assert_eq!(log.stable_lsn(), stable);
+            assert!(log.close().is_err());
+        }
+    }
+}
