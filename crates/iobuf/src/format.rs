@@ -77,7 +77,7 @@ const SH_RESERVED_A: usize = 12;
 const SH_SEGMENT_LEN: usize = 16;
 const SH_BASE_LSN: usize = 24;
 const SH_LOG_START_LSN: usize = 32;
-const SH_RESERVED_B: usize = 40;
+const SH_SALT: usize = 40;
 
 const FH_CRC: usize = 0;
 const FH_KIND: usize = 4;
@@ -410,7 +410,7 @@ fn check_zero_u32(bytes: &[u8], at: usize, field: &'static str) -> Result<(), Fo
 /// The header at offset 0 of every physical segment.
 ///
 /// Layout (48 bytes): `crc32(4..48): u32`, magic `b"PLOG"`, `version: u32`, reserved `u32`,
-/// `segment_len_bytes: u64`, `base_lsn: u64`, `log_start_lsn: u64`, reserved `u64`.
+/// `segment_len_bytes: u64`, `base_lsn: u64`, `log_start_lsn: u64`, `salt: u64`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SegmentHeader {
     /// The segment length of the configuration that wrote the segment.
@@ -419,6 +419,11 @@ pub struct SegmentHeader {
     pub base_lsn: Lsn,
     /// The release point the writer knew: the log needs nothing below it.
     pub log_start_lsn: Lsn,
+    /// A random value chosen each time a logical segment is started, and covered by the
+    /// checksum of every frame in it. Frames left on disk by an earlier incarnation of the
+    /// same logical segment (written before a crash, then cut) never verify under a new one,
+    /// even where the header that named them was torn and so could not be erased.
+    pub salt: u64,
 }
 
 impl SegmentHeader {
@@ -437,6 +442,7 @@ impl SegmentHeader {
         put_u64(&mut bytes, SH_SEGMENT_LEN, self.segment_len_bytes);
         put_u64(&mut bytes, SH_BASE_LSN, self.base_lsn.0);
         put_u64(&mut bytes, SH_LOG_START_LSN, self.log_start_lsn.0);
+        put_u64(&mut bytes, SH_SALT, self.salt);
         let crc = crc32fast::hash(&bytes[SH_MAGIC..]);
         put_u32(&mut bytes, SH_CRC, crc);
         bytes
@@ -459,11 +465,6 @@ impl SegmentHeader {
         check_version(bytes, SH_VERSION)?;
         check_checksum(get_u32(bytes, SH_CRC), &bytes[SH_MAGIC..])?;
         check_zero_u32(bytes, SH_RESERVED_A, "segment_header.reserved_12")?;
-        if get_u64(bytes, SH_RESERVED_B) != 0 {
-            return Err(FormatError::ReservedNonZero {
-                field: "segment_header.reserved_40",
-            });
-        }
         let segment_len_bytes = get_u64(bytes, SH_SEGMENT_LEN);
         if !segment_len_bytes.is_power_of_two()
             || segment_len_bytes <= SEGMENT_HEADER_LEN
@@ -482,6 +483,7 @@ impl SegmentHeader {
             segment_len_bytes,
             base_lsn,
             log_start_lsn: Lsn(get_u64(bytes, SH_LOG_START_LSN)),
+            salt: get_u64(bytes, SH_SALT),
         })
     }
 }
@@ -552,9 +554,11 @@ impl FrameHeader {
     }
 }
 
-/// The checksum of a frame: header bytes 4..24, then the body if the kind's checksum covers it.
-fn frame_crc(header: &[u8], body: &[u8], kind: FrameKind) -> u32 {
+/// The checksum of a frame: its segment's salt (8 bytes, little-endian, not stored in the
+/// frame), header bytes 4..24, then the body if the kind's checksum covers it.
+fn frame_crc(header: &[u8], body: &[u8], kind: FrameKind, salt: u64) -> u32 {
     let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&salt.to_le_bytes());
     hasher.update(&header[FH_KIND..FRAME_HEADER_LEN_USIZE]);
     if kind.checksum_covers_body() {
         hasher.update(body);
@@ -572,7 +576,7 @@ fn frame_crc(header: &[u8], body: &[u8], kind: FrameKind) -> u32 {
 /// These are bugs in the caller, not conditions of the input: if `frame` is shorter than
 /// [`FRAME_HEADER_LEN`], if the body is longer than [`MAX_FRAME_BODY_LEN_BYTES`], or if a
 /// control kind's body does not have its fixed length ([`FrameKind::fixed_body_len`]).
-pub fn seal_frame(frame: &mut [u8], kind: FrameKind, lsn: Lsn) {
+pub fn seal_frame(frame: &mut [u8], kind: FrameKind, lsn: Lsn, salt: u64) {
     assert!(
         frame.len() >= FRAME_HEADER_LEN_USIZE,
         "a frame needs {FRAME_HEADER_LEN} header bytes, the reservation has {}",
@@ -592,17 +596,24 @@ pub fn seal_frame(frame: &mut [u8], kind: FrameKind, lsn: Lsn) {
             "a {kind:?} body must be {fixed} bytes"
         );
     }
-    fill_header(header, kind, body_len_bytes, lsn, body);
+    fill_header(header, kind, body_len_bytes, lsn, body, salt);
 }
 
 /// Writes the whole frame header for a body of `body_len_bytes` (the `body` bytes are only
 /// read for the checksum, and only for kinds whose checksum covers them).
-fn fill_header(header: &mut [u8], kind: FrameKind, body_len_bytes: u32, lsn: Lsn, body: &[u8]) {
+fn fill_header(
+    header: &mut [u8],
+    kind: FrameKind,
+    body_len_bytes: u32,
+    lsn: Lsn,
+    body: &[u8],
+    salt: u64,
+) {
     header.fill(0);
     header[FH_KIND] = kind.as_byte();
     put_u32(header, FH_BODY_LEN, body_len_bytes);
     put_u64(header, FH_LSN, lsn.0);
-    let crc = frame_crc(header, body, kind);
+    let crc = frame_crc(header, body, kind, salt);
     put_u32(header, FH_CRC, crc);
 }
 
@@ -612,14 +623,14 @@ fn fill_header(header: &mut [u8], kind: FrameKind, body_len_bytes: u32, lsn: Lsn
 /// # Panics
 ///
 /// If `dst.len() != FRAME_HEADER_LEN + body.len()`, and as [`seal_frame`].
-pub fn write_frame(dst: &mut [u8], kind: FrameKind, lsn: Lsn, body: &[u8]) {
+pub fn write_frame(dst: &mut [u8], kind: FrameKind, lsn: Lsn, body: &[u8], salt: u64) {
     assert_eq!(
         dst.len(),
         FRAME_HEADER_LEN_USIZE + body.len(),
         "destination must hold exactly the header and the body"
     );
     dst[FRAME_HEADER_LEN_USIZE..].copy_from_slice(body);
-    seal_frame(dst, kind, lsn);
+    seal_frame(dst, kind, lsn, salt);
 }
 
 /// Writes a Padding frame filling all of `dst`, which must run to the end of the segment. Only
@@ -629,8 +640,8 @@ pub fn write_frame(dst: &mut [u8], kind: FrameKind, lsn: Lsn, body: &[u8]) {
 ///
 /// If `dst` is shorter than [`FRAME_HEADER_LEN`] (with fewer bytes left the segment is complete
 /// without padding) or its body would exceed [`MAX_FRAME_BODY_LEN_BYTES`].
-pub fn write_padding(dst: &mut [u8], lsn: Lsn) {
-    seal_frame(dst, FrameKind::Padding, lsn);
+pub fn write_padding(dst: &mut [u8], lsn: Lsn, salt: u64) {
+    seal_frame(dst, FrameKind::Padding, lsn, salt);
 }
 
 /// The header of a Padding frame at `lsn` that is `padding_len_bytes` long, header included,
@@ -641,7 +652,11 @@ pub fn write_padding(dst: &mut [u8], lsn: Lsn) {
 ///
 /// If `padding_len_bytes` is less than [`FRAME_HEADER_LEN`] (with fewer bytes left the segment
 /// is complete without padding) or its body would exceed [`MAX_FRAME_BODY_LEN_BYTES`].
-pub fn padding_frame_header(lsn: Lsn, padding_len_bytes: u64) -> [u8; FRAME_HEADER_LEN_USIZE] {
+pub fn padding_frame_header(
+    lsn: Lsn,
+    padding_len_bytes: u64,
+    salt: u64,
+) -> [u8; FRAME_HEADER_LEN_USIZE] {
     let body_len_bytes = padding_len_bytes
         .checked_sub(FRAME_HEADER_LEN)
         .and_then(|body_len| u32::try_from(body_len).ok())
@@ -649,7 +664,14 @@ pub fn padding_frame_header(lsn: Lsn, padding_len_bytes: u64) -> [u8; FRAME_HEAD
             panic!("no padding frame is {padding_len_bytes} bytes long (24..=2^32+23 allowed)")
         });
     let mut header = [0u8; FRAME_HEADER_LEN_USIZE];
-    fill_header(&mut header, FrameKind::Padding, body_len_bytes, lsn, &[]);
+    fill_header(
+        &mut header,
+        FrameKind::Padding,
+        body_len_bytes,
+        lsn,
+        &[],
+        salt,
+    );
     header
 }
 
@@ -930,6 +952,7 @@ pub fn decode_frame(
     segment: &[u8],
     base_lsn: Lsn,
     offset_in_segment: u64,
+    salt: u64,
 ) -> Result<Frame<'_>, FrameError> {
     let segment_len_bytes = segment.len() as u64;
     let past_end = FrameError::OffsetPastEnd {
@@ -977,7 +1000,7 @@ pub fn decode_frame(
         });
     }
     let stored = get_u32(rest, FH_CRC);
-    let computed = frame_crc(&rest[..FRAME_HEADER_LEN_USIZE], body, header.kind);
+    let computed = frame_crc(&rest[..FRAME_HEADER_LEN_USIZE], body, header.kind, salt);
     if stored != computed {
         return Err(FrameError::BadChecksum { stored, computed });
     }
@@ -1033,6 +1056,8 @@ pub enum ScanEnd {
 pub struct FrameScanner<'a> {
     segment: &'a [u8],
     base_lsn: Lsn,
+    /// The segment's salt (from its header), covered by every frame's checksum.
+    salt: u64,
     /// Offset of the next frame to decode, or where the scan stopped.
     cursor: u64,
     /// Frames of an already verified batch still to yield.
@@ -1042,11 +1067,13 @@ pub struct FrameScanner<'a> {
 
 impl<'a> FrameScanner<'a> {
     /// A scanner over `segment` (one whole physical segment, or a prefix of it: its length is
-    /// taken as the segment length) whose base LSN is `base_lsn`, starting at `start_offset`.
-    pub fn new(segment: &'a [u8], base_lsn: Lsn, start_offset: u64) -> Self {
+    /// taken as the segment length) whose base LSN is `base_lsn` and salt `salt`, starting at
+    /// `start_offset`.
+    pub fn new(segment: &'a [u8], base_lsn: Lsn, start_offset: u64, salt: u64) -> Self {
         FrameScanner {
             segment,
             base_lsn,
+            salt,
             cursor: start_offset,
             batch_frames_left: 0,
             end: None,
@@ -1073,7 +1100,8 @@ impl<'a> FrameScanner<'a> {
         };
         if self.batch_frames_left > 0 {
             // Verified by `check_batch` already; decoding again only builds the `Frame`.
-            let frame = decode_frame(self.segment, self.base_lsn, at).map_err(invalid)?;
+            let frame =
+                decode_frame(self.segment, self.base_lsn, at, self.salt).map_err(invalid)?;
             debug_assert!(matches!(
                 frame.kind,
                 FrameKind::Data | FrameKind::BlobPointer
@@ -1091,7 +1119,7 @@ impl<'a> FrameScanner<'a> {
             Some(remaining) if remaining < FRAME_HEADER_LEN => return Err(ScanEnd::Complete),
             Some(_) => {}
         }
-        let frame = decode_frame(self.segment, self.base_lsn, at).map_err(invalid)?;
+        let frame = decode_frame(self.segment, self.base_lsn, at, self.salt).map_err(invalid)?;
         match frame.kind {
             FrameKind::Padding => {
                 let end_offset = frame.end_offset_in_segment();
@@ -1104,7 +1132,7 @@ impl<'a> FrameScanner<'a> {
             }
             FrameKind::BatchStart => {
                 self.batch_frames_left =
-                    check_batch(self.segment, self.base_lsn, &frame).map_err(invalid)?;
+                    check_batch(self.segment, self.base_lsn, self.salt, &frame).map_err(invalid)?;
             }
             FrameKind::Data
             | FrameKind::Aborted
@@ -1116,7 +1144,12 @@ impl<'a> FrameScanner<'a> {
 }
 
 /// Verifies every frame of the batch that `batch_start` announces; returns how many there are.
-fn check_batch(segment: &[u8], base_lsn: Lsn, batch_start: &Frame<'_>) -> Result<u32, FrameError> {
+fn check_batch(
+    segment: &[u8],
+    base_lsn: Lsn,
+    salt: u64,
+    batch_start: &Frame<'_>,
+) -> Result<u32, FrameError> {
     let batch = BatchStart::decode(batch_start.body).map_err(|cause| FrameError::BadBody {
         kind: FrameKind::BatchStart,
         cause,
@@ -1134,7 +1167,7 @@ fn check_batch(segment: &[u8], base_lsn: Lsn, batch_start: &Frame<'_>) -> Result
     // Every frame advances `cursor` by at least FRAME_HEADER_LEN and the loop stops once it
     // passes the declared length or the segment, so a huge `n_frames` cannot make it spin.
     while n_frames_valid < batch.n_frames {
-        let frame = decode_frame(segment, base_lsn, cursor)
+        let frame = decode_frame(segment, base_lsn, cursor, salt)
             .map_err(|e| incomplete(n_frames_valid, cursor, e))?;
         if !matches!(frame.kind, FrameKind::Data | FrameKind::BlobPointer) {
             return Err(incomplete(
@@ -1195,6 +1228,9 @@ impl std::iter::FusedIterator for FrameScanner<'_> {}
 
 #[cfg(test)]
 mod tests {
+    /// The salt the tests' segments are written with.
+    const TEST_SALT: u64 = 0x5A17_5A17_0BAD_CAFE;
+
     use super::*;
     use proptest::collection::vec;
     use proptest::prelude::*;
@@ -1312,8 +1348,8 @@ mod tests {
         let end = start + FRAME_HEADER_LEN_USIZE + body_len;
         let lsn = Lsn(base_lsn.0 + at);
         match body {
-            Some(body) => write_frame(&mut bytes[start..end], kind, lsn, body),
-            None => seal_frame(&mut bytes[start..end], kind, lsn),
+            Some(body) => write_frame(&mut bytes[start..end], kind, lsn, body, TEST_SALT),
+            None => seal_frame(&mut bytes[start..end], kind, lsn, TEST_SALT),
         }
         Expected {
             kind,
@@ -1330,6 +1366,7 @@ mod tests {
             segment_len_bytes: SEGMENT_LEN as u64,
             base_lsn,
             log_start_lsn: Lsn(0),
+            salt: TEST_SALT,
         };
         bytes[..SEGMENT_HEADER_LEN_USIZE].copy_from_slice(&header.encode());
         let mut frames = Vec::new();
@@ -1446,7 +1483,7 @@ mod tests {
                     ));
                 }
                 _ => {
-                    write_padding(&mut bytes[at as usize..], Lsn(base_lsn.0 + at));
+                    write_padding(&mut bytes[at as usize..], Lsn(base_lsn.0 + at), TEST_SALT);
                     frames.push(Expected {
                         kind: FrameKind::Padding,
                         lsn: Lsn(base_lsn.0 + at),
@@ -1487,7 +1524,7 @@ mod tests {
     }
 
     fn scan(bytes: &[u8], base_lsn: Lsn) -> (Vec<Expected>, ScanEnd) {
-        let mut scanner = FrameScanner::new(bytes, base_lsn, SEGMENT_HEADER_LEN);
+        let mut scanner = FrameScanner::new(bytes, base_lsn, SEGMENT_HEADER_LEN, TEST_SALT);
         let got = scanner
             .by_ref()
             .map(|f| Expected {
@@ -1696,14 +1733,14 @@ mod tests {
             base_lsn in prop_oneof![any::<u64>(), Just(u64::MAX), Just(0)],
             offset in prop_oneof![0u64..250, any::<u64>()],
         ) {
-            let _ = decode_frame(&bytes, Lsn(base_lsn), offset);
+            let _ = decode_frame(&bytes, Lsn(base_lsn), offset, TEST_SALT);
             let _ = FrameHeader::decode_unverified(&bytes);
             let _ = SegmentHeader::decode(&bytes);
             let _ = BlobHeader::decode(&bytes);
             let _ = BlobPointer::decode(&bytes);
             let _ = BatchStart::decode(&bytes);
             let _ = decode_buffer_start(&bytes);
-            let mut scanner = FrameScanner::new(&bytes, Lsn(base_lsn), offset);
+            let mut scanner = FrameScanner::new(&bytes, Lsn(base_lsn), offset, TEST_SALT);
             prop_assert!(scanner.by_ref().count() <= bytes.len() / FRAME_HEADER_LEN_USIZE);
             prop_assert!(scanner.end().is_some());
         }
@@ -1728,10 +1765,13 @@ mod tests {
             }
             bytes.extend_from_slice(&tail);
             let covered_end = (24 + body_len as usize).min(bytes.len());
-            let crc = crc32fast::hash(&bytes[4..covered_end]);
+            let mut hasher = crc32fast::Hasher::new();
+            hasher.update(&TEST_SALT.to_le_bytes());
+            hasher.update(&bytes[4..covered_end]);
+            let crc = hasher.finalize();
             put_u32(&mut bytes, FH_CRC, crc);
-            let _ = decode_frame(&bytes, Lsn(base_lsn), 0);
-            let mut scanner = FrameScanner::new(&bytes, Lsn(base_lsn), 0);
+            let _ = decode_frame(&bytes, Lsn(base_lsn), 0, TEST_SALT);
+            let mut scanner = FrameScanner::new(&bytes, Lsn(base_lsn), 0, TEST_SALT);
             prop_assert!(scanner.by_ref().count() <= bytes.len() / FRAME_HEADER_LEN_USIZE);
         }
 
@@ -1742,7 +1782,7 @@ mod tests {
             log_start_lsn in any::<u64>(),
         ) {
             let segment_len_bytes = 1u64 << shift;
-            let header = SegmentHeader { segment_len_bytes, base_lsn: Lsn(u64::from(base_idx) << shift), log_start_lsn: Lsn(log_start_lsn) };
+            let header = SegmentHeader { segment_len_bytes, base_lsn: Lsn(u64::from(base_idx) << shift), log_start_lsn: Lsn(log_start_lsn) , salt: TEST_SALT};
             prop_assert_eq!(SegmentHeader::decode(&header.encode()), Ok(header));
         }
 
@@ -1792,8 +1832,8 @@ mod tests {
             let mut frame = vec![0xee; 24 + body.len()];
             frame[24..].copy_from_slice(&body);
             let lsn = Lsn(1000);
-            seal_frame(&mut frame, kind, lsn);
-            let decoded = decode_frame(&frame, lsn, 0).expect("sealed frame decodes");
+            seal_frame(&mut frame, kind, lsn, TEST_SALT);
+            let decoded = decode_frame(&frame, lsn, 0, TEST_SALT).expect("sealed frame decodes");
             assert_eq!(
                 decoded,
                 Frame {
@@ -1811,9 +1851,9 @@ mod tests {
             let mut segment = vec![0u8; 100];
             let at = segment.len();
             segment.extend_from_slice(&frame);
-            seal_frame(&mut segment[at..], kind, Lsn(5000 + at as u64));
+            seal_frame(&mut segment[at..], kind, Lsn(5000 + at as u64), TEST_SALT);
             assert_eq!(
-                decode_frame(&segment, Lsn(5000), at as u64).map(|f| f.body),
+                decode_frame(&segment, Lsn(5000), at as u64, TEST_SALT).map(|f| f.body),
                 Ok(&body[..])
             );
         }
@@ -1837,12 +1877,19 @@ mod tests {
     fn padding_header_alone_equals_a_written_padding_frame() {
         for len in [24usize, 25, 100, 4000] {
             let mut frame = vec![0x5a; len];
-            write_padding(&mut frame, Lsn(777));
-            assert_eq!(padding_frame_header(Lsn(777), len as u64)[..], frame[..24]);
+            write_padding(&mut frame, Lsn(777), TEST_SALT);
+            assert_eq!(
+                padding_frame_header(Lsn(777), len as u64, TEST_SALT)[..],
+                frame[..24]
+            );
             let mut unwritten_body = vec![0u8; len];
-            unwritten_body[..24].copy_from_slice(&padding_frame_header(Lsn(777), len as u64));
+            unwritten_body[..24].copy_from_slice(&padding_frame_header(
+                Lsn(777),
+                len as u64,
+                TEST_SALT,
+            ));
             let (got, end) = {
-                let mut scanner = FrameScanner::new(&unwritten_body, Lsn(777), 0);
+                let mut scanner = FrameScanner::new(&unwritten_body, Lsn(777), 0, TEST_SALT);
                 (scanner.by_ref().count(), scanner.end())
             };
             assert_eq!((got, end), (1, Some(ScanEnd::Complete)));
@@ -1852,9 +1899,9 @@ mod tests {
     #[test]
     fn padding_and_aborted_checksums_ignore_the_body() {
         let mut frame = vec![0u8; 64];
-        write_padding(&mut frame, Lsn(4096 + 4032));
+        write_padding(&mut frame, Lsn(4096 + 4032), TEST_SALT);
         frame[30] ^= 0xff;
-        let decoded = decode_frame(&frame, Lsn(4096), 0);
+        let decoded = decode_frame(&frame, Lsn(4096), 0, TEST_SALT);
         assert_eq!(
             decoded,
             Err(FrameError::LsnMismatch {
@@ -1863,21 +1910,21 @@ mod tests {
             })
         );
         assert_eq!(
-            decode_frame(&frame, Lsn(8128), 0).map(|f| f.kind),
+            decode_frame(&frame, Lsn(8128), 0, TEST_SALT).map(|f| f.kind),
             Ok(FrameKind::Padding)
         );
         let mut aborted = vec![3u8; 50];
-        seal_frame(&mut aborted, FrameKind::Aborted, Lsn(0));
+        seal_frame(&mut aborted, FrameKind::Aborted, Lsn(0), TEST_SALT);
         aborted[49] ^= 1;
         assert_eq!(
-            decode_frame(&aborted, Lsn(0), 0).map(|f| f.kind),
+            decode_frame(&aborted, Lsn(0), 0, TEST_SALT).map(|f| f.kind),
             Ok(FrameKind::Aborted)
         );
         let mut data = vec![3u8; 50];
-        seal_frame(&mut data, FrameKind::Data, Lsn(0));
+        seal_frame(&mut data, FrameKind::Data, Lsn(0), TEST_SALT);
         data[49] ^= 1;
         assert!(matches!(
-            decode_frame(&data, Lsn(0), 0),
+            decode_frame(&data, Lsn(0), 0, TEST_SALT),
             Err(FrameError::BadChecksum { .. })
         ));
     }
@@ -1888,6 +1935,7 @@ mod tests {
             segment_len_bytes: 4096,
             base_lsn: Lsn(8192),
             log_start_lsn: Lsn(100),
+            salt: TEST_SALT,
         };
         let bytes = good.encode();
         let mut long = bytes.to_vec();
@@ -1935,13 +1983,13 @@ mod tests {
                 field: "segment_header.reserved_12"
             })
         );
+        // Bytes 40..48 are the salt, not reserved: any value decodes.
         let mut b = bytes;
         b[47] = 1;
+        let expected_salt = u64::from_le_bytes(b[40..48].try_into().unwrap());
         assert_eq!(
-            SegmentHeader::decode(&reseal(b)),
-            Err(FormatError::ReservedNonZero {
-                field: "segment_header.reserved_40"
-            })
+            SegmentHeader::decode(&reseal(b)).map(|header| header.salt),
+            Ok(expected_salt)
         );
         for bad_len in [0u64, 3000, 32, 48, 1 << 33, u64::MAX] {
             let mut b = bytes;
@@ -2003,7 +2051,8 @@ mod tests {
                 &SegmentHeader {
                     segment_len_bytes: 4096,
                     base_lsn: Lsn(0),
-                    log_start_lsn: Lsn(0)
+                    log_start_lsn: Lsn(0),
+                    salt: TEST_SALT
                 }
                 .encode()
             ),
@@ -2150,7 +2199,7 @@ mod tests {
     #[test]
     fn padding_must_end_the_segment() {
         let mut bytes = vec![0u8; 256];
-        write_padding(&mut bytes[48..200], Lsn(1024 + 48));
+        write_padding(&mut bytes[48..200], Lsn(1024 + 48), TEST_SALT);
         let (got, end) = scan(&bytes, Lsn(1024));
         assert!(got.is_empty());
         assert_eq!(
@@ -2164,7 +2213,7 @@ mod tests {
             }
         );
         // Padding as the very first frame, filling the segment: complete and empty.
-        write_padding(&mut bytes[48..], Lsn(1024 + 48));
+        write_padding(&mut bytes[48..], Lsn(1024 + 48), TEST_SALT);
         let (got, end) = scan(&bytes, Lsn(1024));
         assert_eq!(got.len(), 1);
         assert_eq!(end, ScanEnd::Complete);
@@ -2178,14 +2227,15 @@ mod tests {
             FrameKind::BatchStart,
             Lsn(at as u64),
             &encode_batch_start(n_frames, declared),
+            TEST_SALT,
         );
         at += 40;
         for (kind, body) in inner {
             let end = at + 24 + body.len();
-            write_frame(&mut bytes[at..end], *kind, Lsn(at as u64), body);
+            write_frame(&mut bytes[at..end], *kind, Lsn(at as u64), body, TEST_SALT);
             at = end;
         }
-        write_padding(&mut bytes[at..], Lsn(at as u64));
+        write_padding(&mut bytes[at..], Lsn(at as u64), TEST_SALT);
         bytes
     }
 
@@ -2299,33 +2349,34 @@ mod tests {
             FrameKind::BufferStart,
             Lsn(64),
             &encode_buffer_start(Lsn(3)),
+            TEST_SALT,
         );
         assert_eq!(
-            decode_frame(&frame, Lsn(64), 0).map(|f| decode_buffer_start(f.body)),
+            decode_frame(&frame, Lsn(64), 0, TEST_SALT).map(|f| decode_buffer_start(f.body)),
             Ok(Ok(Lsn(3)))
         );
         assert_eq!(
-            decode_frame(&frame[..23], Lsn(64), 0),
+            decode_frame(&frame[..23], Lsn(64), 0, TEST_SALT),
             Err(FrameError::Truncated {
                 available_bytes: 23
             })
         );
         assert_eq!(
-            decode_frame(&frame, Lsn(64), 33),
+            decode_frame(&frame, Lsn(64), 33, TEST_SALT),
             Err(FrameError::OffsetPastEnd {
                 offset_in_segment: 33,
                 segment_len_bytes: 32
             })
         );
         assert_eq!(
-            decode_frame(&frame, Lsn(64), u64::MAX),
+            decode_frame(&frame, Lsn(64), u64::MAX, TEST_SALT),
             Err(FrameError::OffsetPastEnd {
                 offset_in_segment: u64::MAX,
                 segment_len_bytes: 32
             })
         );
         assert_eq!(
-            decode_frame(&frame[..31], Lsn(64), 0),
+            decode_frame(&frame[..31], Lsn(64), 0, TEST_SALT),
             Err(FrameError::BodyTooLong {
                 body_len_bytes: 8,
                 available_bytes: 7
@@ -2334,7 +2385,7 @@ mod tests {
         let mut b = frame.clone();
         b[6] = 1;
         assert_eq!(
-            decode_frame(&b, Lsn(64), 0),
+            decode_frame(&b, Lsn(64), 0, TEST_SALT),
             Err(FrameError::ReservedNonZero {
                 field: "frame_header.reserved_5"
             })
@@ -2342,14 +2393,17 @@ mod tests {
         let mut b = frame.clone();
         b[13] = 1;
         assert_eq!(
-            decode_frame(&b, Lsn(64), 0),
+            decode_frame(&b, Lsn(64), 0, TEST_SALT),
             Err(FrameError::ReservedNonZero {
                 field: "frame_header.reserved_12"
             })
         );
         let mut b = frame.clone();
         b[4] = 9;
-        assert_eq!(decode_frame(&b, Lsn(64), 0), Err(FrameError::BadKind(9)));
+        assert_eq!(
+            decode_frame(&b, Lsn(64), 0, TEST_SALT),
+            Err(FrameError::BadKind(9))
+        );
         assert_eq!(
             FrameHeader::decode_unverified(&frame),
             Ok(FrameHeader {
@@ -2366,9 +2420,10 @@ mod tests {
             FrameKind::BufferStart,
             Lsn(u64::MAX - 10),
             &[0; 8],
+            TEST_SALT,
         );
         assert_eq!(
-            decode_frame(&top, Lsn(u64::MAX - 10), 0),
+            decode_frame(&top, Lsn(u64::MAX - 10), 0, TEST_SALT),
             Err(FrameError::LsnOverflow {
                 base_lsn: Lsn(u64::MAX - 10),
                 offset_in_segment: 0
@@ -2377,7 +2432,7 @@ mod tests {
         let mut shifted = vec![0u8; 1];
         shifted.extend_from_slice(&top);
         assert_eq!(
-            decode_frame(&shifted, Lsn(u64::MAX), 1),
+            decode_frame(&shifted, Lsn(u64::MAX), 1, TEST_SALT),
             Err(FrameError::LsnOverflow {
                 base_lsn: Lsn(u64::MAX),
                 offset_in_segment: 1
@@ -2388,10 +2443,15 @@ mod tests {
         let mut short = vec![0u8; 24 + 4];
         short[4] = FrameKind::BufferStart.as_byte();
         put_u32(&mut short, FH_BODY_LEN, 4);
-        let crc = crc32fast::hash(&short[4..]);
+        let crc = frame_crc(
+            &short[..24],
+            &short[24..],
+            FrameKind::BufferStart,
+            TEST_SALT,
+        );
         put_u32(&mut short, FH_CRC, crc);
         assert_eq!(
-            decode_frame(&short, Lsn(0), 0),
+            decode_frame(&short, Lsn(0), 0, TEST_SALT),
             Err(FrameError::BadBody {
                 kind: FrameKind::BufferStart,
                 cause: FormatError::BadBodyLen {
@@ -2403,12 +2463,23 @@ mod tests {
         let mut body = encode_batch_start(1, 24);
         body[5] = 1;
         let mut bad_batch = vec![0u8; 40];
-        write_frame(&mut bad_batch, FrameKind::BatchStart, Lsn(0), &[0; 16]);
+        write_frame(
+            &mut bad_batch,
+            FrameKind::BatchStart,
+            Lsn(0),
+            &[0; 16],
+            TEST_SALT,
+        );
         bad_batch[24..].copy_from_slice(&body);
-        let crc = crc32fast::hash(&bad_batch[4..]);
+        let crc = frame_crc(
+            &bad_batch[..24],
+            &bad_batch[24..],
+            FrameKind::BatchStart,
+            TEST_SALT,
+        );
         put_u32(&mut bad_batch, FH_CRC, crc);
         assert_eq!(
-            decode_frame(&bad_batch, Lsn(0), 0),
+            decode_frame(&bad_batch, Lsn(0), 0, TEST_SALT),
             Err(FrameError::BadBody {
                 kind: FrameKind::BatchStart,
                 cause: FormatError::ReservedNonZero {
@@ -2424,13 +2495,18 @@ mod tests {
             let mut bytes = vec![0xcc; 256];
             let body_len = 256 - 48 - 24 - left;
             let lsn = Lsn(256 * 9 + 48);
-            seal_frame(&mut bytes[48..48 + 24 + body_len], FrameKind::Data, lsn);
+            seal_frame(
+                &mut bytes[48..48 + 24 + body_len],
+                FrameKind::Data,
+                lsn,
+                TEST_SALT,
+            );
             let (got, end) = scan(&bytes, Lsn(256 * 9));
             assert_eq!(got.len(), 1);
             assert_eq!(end, ScanEnd::Complete, "{left} bytes left");
         }
         // Starting past the end is the caller's mistake, reported, not a panic.
-        let mut scanner = FrameScanner::new(&[0u8; 10], Lsn(0), 48);
+        let mut scanner = FrameScanner::new(&[0u8; 10], Lsn(0), 48, TEST_SALT);
         assert_eq!(scanner.next(), None);
         assert!(matches!(
             scanner.end(),
@@ -2440,5 +2516,30 @@ mod tests {
             })
         ));
         assert_eq!(scanner.next_offset_in_segment(), 48);
+    }
+
+    /// A frame from an earlier incarnation of the same logical segment (same base LSN, same
+    /// position, another salt) never verifies: this is what makes re-using a base LSN after a
+    /// crash safe even where the old segment's header was torn and could not be erased.
+    #[test]
+    fn a_frame_under_another_salt_never_verifies() {
+        let mut segment = vec![0u8; 256];
+        let at = SEGMENT_HEADER_LEN_USIZE;
+        write_frame(
+            &mut segment[at..at + 29],
+            FrameKind::Data,
+            Lsn(4096 + at as u64),
+            b"hello",
+            TEST_SALT,
+        );
+        assert!(decode_frame(&segment, Lsn(4096), at as u64, TEST_SALT).is_ok());
+        assert!(matches!(
+            decode_frame(&segment, Lsn(4096), at as u64, TEST_SALT ^ 1),
+            Err(FrameError::BadChecksum { .. })
+        ));
+        let mut scanner =
+            FrameScanner::new(&segment, Lsn(4096), at as u64, TEST_SALT.rotate_left(7));
+        assert_eq!(scanner.next(), None);
+        assert!(matches!(scanner.end(), Some(ScanEnd::Invalid { .. })));
     }
 }

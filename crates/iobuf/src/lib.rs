@@ -69,7 +69,7 @@ pub use config::{ConfigError, LogConfig, MAX_IO_BUFS, MIN_IO_BUF_LEN_BYTES, Vali
 pub use error::{LogError, Result};
 pub use log::{DATA_FILE_NAME, Location, Log, LogIter, Reservation, Stored};
 pub use metrics::{LatencyHistogram, LogMetrics};
-pub use ring::StartPoint;
+pub use ring::{ContinuedSegment, StartPoint};
 pub use segment::{Geometry, Lsn, PageId, SegmentId};
 
 /// With the `debug-delay` feature, sleeps or yields at random at the CAS points of the

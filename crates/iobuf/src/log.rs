@@ -201,7 +201,8 @@ impl Log {
             }
             Err(error) => {
                 let lsn = claim.lsn;
-                format::seal_frame(claim.bytes_mut(), FrameKind::Aborted, lsn);
+                let salt = claim.salt;
+                format::seal_frame(claim.bytes_mut(), FrameKind::Aborted, lsn, salt);
                 LogMetrics::add(&self.ring.metrics.n_aborts, 1);
                 let _ = self.ring.release(claim.slot);
                 Err(error)
@@ -212,6 +213,7 @@ impl Log {
     fn fill_batch(&self, claim: &mut Claim<'_>, messages: &[&[u8]]) -> Result<Vec<Location>> {
         let config = self.ring.config.clone();
         let batch_lsn = claim.lsn;
+        let salt = claim.salt;
         let batch_file_offset = claim.file_offset;
         let mut locations = Vec::with_capacity(messages.len());
         let mut offset = BATCH_START_FRAME_LEN as usize;
@@ -224,7 +226,7 @@ impl Log {
             if message.len() > config.blob_threshold_bytes() as usize {
                 let pointer = self.write_blob(lsn, message)?;
                 frame[FRAME_HEADER_LEN as usize..].copy_from_slice(&pointer.encode());
-                format::seal_frame(frame, FrameKind::BlobPointer, lsn);
+                format::seal_frame(frame, FrameKind::BlobPointer, lsn, salt);
                 locations.push(Location {
                     lsn,
                     file_offset,
@@ -233,7 +235,7 @@ impl Log {
                 });
             } else {
                 frame[FRAME_HEADER_LEN as usize..].copy_from_slice(message);
-                format::seal_frame(frame, FrameKind::Data, lsn);
+                format::seal_frame(frame, FrameKind::Data, lsn, salt);
                 locations.push(Location {
                     lsn,
                     file_offset,
@@ -248,7 +250,7 @@ impl Log {
         let start = &mut bytes[..BATCH_START_FRAME_LEN as usize];
         start[FRAME_HEADER_LEN as usize..]
             .copy_from_slice(&format::encode_batch_start(messages.len() as u32, body_len));
-        format::seal_frame(start, FrameKind::BatchStart, batch_lsn);
+        format::seal_frame(start, FrameKind::BatchStart, batch_lsn, salt);
         Ok(locations)
     }
 
@@ -312,7 +314,8 @@ impl Log {
             .data_file
             .read_exact_at(&mut frame_bytes, location.file_offset)
             .map_err(|error| missing(format!("cannot read the frame: {error}")))?;
-        let frame = format::decode_frame(&frame_bytes, location.lsn, 0)
+        let salt = self.segment_salt_at(location)?;
+        let frame = format::decode_frame(&frame_bytes, location.lsn, 0, salt)
             .map_err(|error| missing(format!("no valid frame there ({error})")))?;
         match (frame.kind, location.stored) {
             (FrameKind::Data, Stored::Inline) => Ok(frame.body.to_vec()),
@@ -325,6 +328,34 @@ impl Log {
                 "the frame is {kind:?}, the location says {stored:?}"
             ))),
         }
+    }
+
+    /// The salt of the segment holding `location`, from its header on disk.
+    fn segment_salt_at(&self, location: Location) -> Result<u64> {
+        let geometry = self.ring.config.geometry();
+        let offset_in_segment = geometry.offset_in_segment(location.lsn);
+        let missing = |reason: String| LogError::NoMessage {
+            lsn: location.lsn,
+            reason,
+        };
+        let segment_start = location
+            .file_offset
+            .checked_sub(offset_in_segment)
+            .ok_or_else(|| missing("the location's file offset does not match its LSN".into()))?;
+        let mut header_bytes = [0u8; SEGMENT_HEADER_LEN as usize];
+        self.ring
+            .data_file
+            .read_exact_at(&mut header_bytes, segment_start)
+            .map_err(|error| missing(format!("cannot read the segment header: {error}")))?;
+        let header = format::SegmentHeader::decode(&header_bytes)
+            .map_err(|error| missing(format!("no valid segment header ({error})")))?;
+        if header.base_lsn != geometry.segment_base_lsn(location.lsn) {
+            return Err(missing(format!(
+                "its segment now holds base {} (released and reused)",
+                header.base_lsn
+            )));
+        }
+        Ok(header.salt)
     }
 
     /// Iterates over the durable messages from `lsn` on (the first message at or after it),
@@ -436,10 +467,11 @@ impl Reservation<'_> {
             .take()
             .expect("a reservation holds its claim until resolved");
         let lsn = claim.lsn;
+        let salt = claim.salt;
         let ring = &self.log.ring;
         let location = match self.blob_value.take() {
             None => {
-                format::seal_frame(claim.bytes_mut(), FrameKind::Data, lsn);
+                format::seal_frame(claim.bytes_mut(), FrameKind::Data, lsn, salt);
                 Location {
                     lsn,
                     file_offset: claim.file_offset,
@@ -451,7 +483,7 @@ impl Reservation<'_> {
                 Ok(pointer) => {
                     claim.bytes_mut()[FRAME_HEADER_LEN as usize..]
                         .copy_from_slice(&pointer.encode());
-                    format::seal_frame(claim.bytes_mut(), FrameKind::BlobPointer, lsn);
+                    format::seal_frame(claim.bytes_mut(), FrameKind::BlobPointer, lsn, salt);
                     Location {
                         lsn,
                         file_offset: claim.file_offset,
@@ -460,7 +492,7 @@ impl Reservation<'_> {
                     }
                 }
                 Err(error) => {
-                    format::seal_frame(claim.bytes_mut(), FrameKind::Aborted, lsn);
+                    format::seal_frame(claim.bytes_mut(), FrameKind::Aborted, lsn, salt);
                     let _ = ring.release(claim.slot);
                     return Err(error);
                 }
@@ -482,7 +514,8 @@ impl Reservation<'_> {
             return Ok(());
         };
         let lsn = claim.lsn;
-        format::seal_frame(claim.bytes_mut(), FrameKind::Aborted, lsn);
+        let salt = claim.salt;
+        format::seal_frame(claim.bytes_mut(), FrameKind::Aborted, lsn, salt);
         LogMetrics::add(&self.log.ring.metrics.n_aborts, 1);
         self.log.ring.release(claim.slot)
     }
@@ -510,6 +543,8 @@ pub struct LogIter<'a> {
 /// One segment read into memory, with the messages still to yield.
 #[derive(Debug)]
 struct LoadedSegment {
+    /// The first LSN of the logical segment.
+    base: Lsn,
     bytes: Vec<u8>,
     /// (kind, lsn, body start, body end) of the remaining messages, in order, reversed.
     messages: Vec<(FrameKind, Lsn, u64, usize, usize)>,
@@ -530,8 +565,15 @@ impl LogIter<'_> {
         let readable = (self.end.0 - base.0).min(geometry.segment_len_bytes());
         let mut bytes = vec![0u8; readable as usize];
         let file_offset = geometry.file_offset(segment);
+        // The last bytes of a segment may never have been written (a segment ends without a
+        // padding frame when fewer bytes than a frame header remain): they read as zeros.
+        let file_len = ring
+            .data_file
+            .len()
+            .map_err(|error| LogError::io("reading the data file's length", error))?;
+        let present = file_len.saturating_sub(file_offset).min(readable) as usize;
         ring.data_file
-            .read_exact_at(&mut bytes, file_offset)
+            .read_exact_at(&mut bytes[..present], file_offset)
             .map_err(|error| LogError::io("reading a segment", error))?;
         let corrupt = |offset_in_segment: u64, reason: String| LogError::Corruption {
             segment,
@@ -546,7 +588,7 @@ impl LogIter<'_> {
                 reason: format!("segment {segment} was reused while iterating: {header:?}"),
             });
         }
-        let mut scanner = format::FrameScanner::new(&bytes, base, SEGMENT_HEADER_LEN);
+        let mut scanner = format::FrameScanner::new(&bytes, base, SEGMENT_HEADER_LEN, header.salt);
         let mut messages = Vec::new();
         for frame in scanner.by_ref() {
             if matches!(frame.kind, FrameKind::Data | FrameKind::BlobPointer)
@@ -573,7 +615,11 @@ impl LogIter<'_> {
             }
         }
         messages.reverse();
-        Ok(Some(LoadedSegment { bytes, messages }))
+        Ok(Some(LoadedSegment {
+            base,
+            bytes,
+            messages,
+        }))
     }
 
     fn next_message(&mut self) -> Result<Option<(Location, Vec<u8>)>> {
@@ -589,9 +635,9 @@ impl LogIter<'_> {
                 return Ok(None);
             };
             let Some((kind, lsn, frame_len, body_start, body_end)) = loaded.messages.pop() else {
-                // Next segment.
-                self.next_lsn =
-                    Lsn(geometry.segment_base_lsn(self.next_lsn).0 + geometry.segment_len_bytes());
+                // Next segment. (Not from `next_lsn`: a last message that ends exactly at the
+                // segment's end leaves `next_lsn` in the next segment already.)
+                self.next_lsn = Lsn(loaded.base.0 + geometry.segment_len_bytes());
                 self.segment = None;
                 continue;
             };

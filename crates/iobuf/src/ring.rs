@@ -53,16 +53,40 @@ pub(crate) struct OpenSegment {
 pub struct StartPoint {
     /// The next LSN to hand out. Everything below it is durable.
     pub tip: Lsn,
-    /// The physical segment that holds `tip`'s logical segment, if `tip` continues a segment
-    /// that is already Active in the accountant. `None` when the log must start a new segment
-    /// at `tip` (which must then be a multiple of the segment length).
-    pub tip_segment: Option<SegmentId>,
+    /// The segment that holds `tip`'s logical segment, if `tip` continues a segment that is
+    /// already Active in the accountant. `None` when the log must start a new segment at
+    /// `tip` (which must then be a multiple of the segment length).
+    pub tip_segment: Option<ContinuedSegment>,
     /// The durable release point (the log needs nothing below it).
     pub release_point: Lsn,
     /// The segment accountant, rebuilt from what is on disk (or new).
     pub accountant: SegmentAccountant,
     /// Blob files the recovered log refers to.
     pub live_blobs: Vec<Lsn>,
+}
+
+/// A segment the restarted log goes on writing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ContinuedSegment {
+    /// The physical segment.
+    pub segment: SegmentId,
+    /// The salt in its header: new frames in it are sealed with the same salt.
+    pub salt: u64,
+}
+
+/// A fresh salt for a new incarnation of a logical segment: random (per-process random keys
+/// of the standard hasher), mixed with the base LSN, a counter and the time.
+pub(crate) fn fresh_salt(base_lsn: Lsn) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(base_lsn.0);
+    hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_nanos());
+    hasher.write_u128(nanos);
+    hasher.finish()
 }
 
 /// A claimed range of a buffer: the frame a reservation fills in.
@@ -73,6 +97,8 @@ pub(crate) struct Claim<'a> {
     pub len_bytes: u32,
     pub lsn: Lsn,
     pub file_offset: u64,
+    /// The salt of the segment the claim lies in.
+    pub salt: u64,
 }
 
 impl Claim<'_> {
@@ -147,7 +173,7 @@ impl Ring {
         } = start;
         let mut open_segments = VecDeque::new();
         let placement = match tip_segment {
-            Some(segment) => {
+            Some(ContinuedSegment { segment, salt }) => {
                 let offset_in_segment = geometry.offset_in_segment(tip);
                 let remaining = segment_len - offset_in_segment;
                 assert!(
@@ -165,6 +191,7 @@ impl Ring {
                     file_offset: geometry.file_offset(segment) + offset_in_segment,
                     capacity_bytes: remaining.min(u64::from(config.io_buf_len_bytes())) as u32,
                     starts_segment_with_log_start: None,
+                    segment_salt: salt,
                 }
             }
             None => {
@@ -185,6 +212,7 @@ impl Ring {
                     file_offset: geometry.file_offset(segment),
                     capacity_bytes: segment_len.min(u64::from(config.io_buf_len_bytes())) as u32,
                     starts_segment_with_log_start: Some(release_point),
+                    segment_salt: fresh_salt(tip),
                 }
             }
         };
@@ -337,6 +365,7 @@ impl Ring {
                         len_bytes: frame_len,
                         lsn: Lsn(placement.base_lsn.0 + u64::from(offset)),
                         file_offset: placement.file_offset + u64::from(offset),
+                        salt: placement.segment_salt,
                     });
                 }
                 Err(_) => backoff.spin(),
@@ -416,6 +445,7 @@ impl Ring {
                 file_offset: geometry.file_offset(segment),
                 capacity_bytes: segment_len.min(io_buf_len) as u32,
                 starts_segment_with_log_start: Some(log_start),
+                segment_salt: fresh_salt(Lsn(segment_end)),
             }
         } else {
             Placement {
@@ -424,6 +454,7 @@ impl Ring {
                 file_offset: placement.file_offset + filled,
                 capacity_bytes: remaining_in_segment.min(io_buf_len) as u32,
                 starts_segment_with_log_start: None,
+                segment_salt: placement.segment_salt,
             }
         };
         let next_slot = self.slot(next.ring_idx);
@@ -487,6 +518,7 @@ impl Ring {
                 segment_len_bytes: geometry.segment_len_bytes(),
                 base_lsn: placement.base_lsn,
                 log_start_lsn: log_start,
+                salt: placement.segment_salt,
             };
             bytes[..SEGMENT_HEADER_LEN as usize].copy_from_slice(&segment_header.encode());
             prefix_pos = SEGMENT_HEADER_LEN as usize;
@@ -498,6 +530,7 @@ impl Ring {
             buffer_start,
             FrameKind::BufferStart,
             Lsn(base + prefix_pos as u64),
+            placement.segment_salt,
         );
         let mut write_len = filled;
         let mut end_lsn = base + filled as u64;
@@ -506,14 +539,20 @@ impl Ring {
                 geometry.segment_base_lsn(placement.base_lsn).0 + geometry.segment_len_bytes();
             let remaining = segment_end - end_lsn;
             if remaining >= FRAME_HEADER_LEN {
-                let padding = format::padding_frame_header(Lsn(end_lsn), remaining);
+                let padding =
+                    format::padding_frame_header(Lsn(end_lsn), remaining, placement.segment_salt);
                 bytes[filled..filled + FRAME_HEADER_LEN as usize].copy_from_slice(&padding);
                 write_len += FRAME_HEADER_LEN as usize;
             }
             end_lsn = segment_end;
         }
         if cfg!(debug_assertions) {
-            verify_buffer(&bytes[..filled], placement.base_lsn, prefix_pos as u64);
+            verify_buffer(
+                &bytes[..filled],
+                placement.base_lsn,
+                prefix_pos as u64,
+                placement.segment_salt,
+            );
         }
         let started = Instant::now();
         self.data_file
@@ -673,8 +712,8 @@ impl Ring {
 
 /// Checks every frame of a buffer right before it is written (debug builds): a bug in the
 /// ring must never reach the disk as a frame recovery would stop at.
-fn verify_buffer(filled: &[u8], base_lsn: Lsn, frames_start: u64) {
-    let mut scanner = format::FrameScanner::new(filled, base_lsn, frames_start);
+fn verify_buffer(filled: &[u8], base_lsn: Lsn, frames_start: u64, salt: u64) {
+    let mut scanner = format::FrameScanner::new(filled, base_lsn, frames_start, salt);
     let mut end = frames_start;
     for frame in scanner.by_ref() {
         end = frame.offset_in_segment + frame.len_bytes();

@@ -28,6 +28,8 @@ pub(crate) struct Placement {
     /// If the buffer begins a segment: the release point to record in its segment header.
     /// `None` when the buffer continues a segment.
     pub starts_segment_with_log_start: Option<Lsn>,
+    /// The salt of the segment the buffer lies in (see `format::SegmentHeader::salt`).
+    pub segment_salt: u64,
 }
 
 impl Placement {
@@ -56,6 +58,7 @@ pub(crate) struct Slot {
     capacity_bytes: AtomicU32,
     /// `u64::MAX` when the buffer continues a segment, else the log start for the header.
     segment_log_start: AtomicU64,
+    segment_salt: AtomicU64,
     /// Set by the sealer before it releases its pin: this buffer is the last of its segment,
     /// so its write also carries the padding frame that closes the segment.
     ends_segment: AtomicBool,
@@ -84,6 +87,7 @@ impl Slot {
             file_offset: AtomicU64::new(0),
             capacity_bytes: AtomicU32::new(0),
             segment_log_start: AtomicU64::new(NO_SEGMENT_START),
+            segment_salt: AtomicU64::new(0),
             ends_segment: AtomicBool::new(false),
             free: AtomicBool::new(true),
         }
@@ -137,6 +141,7 @@ impl Slot {
             capacity_bytes: self.capacity_bytes.load(Ordering::Acquire),
             starts_segment_with_log_start: (log_start != NO_SEGMENT_START)
                 .then_some(Lsn(log_start)),
+            segment_salt: self.segment_salt.load(Ordering::Acquire),
         }
     }
 
@@ -164,6 +169,8 @@ impl Slot {
                 .map_or(NO_SEGMENT_START, |lsn| lsn.0),
             Ordering::Release,
         );
+        self.segment_salt
+            .store(placement.segment_salt, Ordering::Release);
         self.ends_segment.store(false, Ordering::Release);
         let fresh = previous
             .next_generation()

@@ -1,0 +1,58 @@
+//! The recovery crate's error type.
+
+use std::io;
+use std::sync::Arc;
+
+use iobuf::{LogError, SegmentId};
+
+/// Why a directory could not be opened. Every variant leaves the files as they were: recovery
+/// changes nothing on disk until every check has passed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum RecoveryError {
+    /// The configuration was refused, or starting the log failed.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// A storage call failed.
+    #[error("io error while {op}: {source}")]
+    Io {
+        /// What recovery was doing.
+        op: &'static str,
+        /// The storage's error.
+        #[source]
+        source: Arc<io::Error>,
+    },
+    /// Another opener holds the directory.
+    #[error("the log directory is locked by another opener")]
+    Locked,
+    /// What is on disk contradicts the configuration asked for.
+    #[error("configuration mismatch: {field} is {on_disk} on disk but {requested} was requested")]
+    ConfigMismatch {
+        /// The setting.
+        field: &'static str,
+        /// Its value on disk.
+        on_disk: u64,
+        /// Its value in the configuration.
+        requested: u64,
+    },
+    /// Damage before the last point known to be durable: recovering past it would silently
+    /// drop acknowledged data, so the open fails instead.
+    #[error("corruption in segment {segment} at offset {offset_in_segment}: {reason}")]
+    Corruption {
+        /// The physical segment.
+        segment: SegmentId,
+        /// Where in the segment.
+        offset_in_segment: u64,
+        /// What check failed and why it is not a torn tail.
+        reason: String,
+    },
+}
+
+impl RecoveryError {
+    pub(crate) fn io(op: &'static str, source: io::Error) -> RecoveryError {
+        RecoveryError::Io {
+            op,
+            source: Arc::new(source),
+        }
+    }
+}
