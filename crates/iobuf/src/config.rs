@@ -245,7 +245,8 @@ mod tests {
 
     #[test]
     fn every_limit_is_a_typed_error() {
-        let cases: Vec<(LogConfig, fn(&ConfigError) -> bool)> = vec![
+        type IsExpected = fn(&ConfigError) -> bool;
+        let cases: Vec<(LogConfig, IsExpected)> = vec![
             (
                 LogConfig {
                     segment_len_bytes: 5000,

@@ -60,7 +60,7 @@ fn run_stress(storage: Arc<dyn Storage>, n_threads: usize) {
                         let len = (i * 31 + thread_idx * 7) % 350;
                         let bytes: Vec<u8> =
                             (0..len).map(|j| (thread_idx * 131 + i + j) as u8).collect();
-                        let location = if i % 17 == 0 {
+                        let location = if i.is_multiple_of(17) {
                             let second = vec![thread_idx as u8; 5];
                             let locations = log.write_batch(&[&bytes, &second]).unwrap();
                             mine.push((locations[1], second));
@@ -68,7 +68,7 @@ fn run_stress(storage: Arc<dyn Storage>, n_threads: usize) {
                         } else {
                             log.write(&bytes).unwrap()
                         };
-                        if thread_idx % 4 == 0 && i % 8 == 0 {
+                        if thread_idx % 4 == 0 && i.is_multiple_of(8) {
                             log.make_stable(location.lsn).unwrap();
                             assert!(log.stable_lsn() > location.lsn);
                         }

@@ -406,8 +406,8 @@ impl Scan {
 
     /// Step 3: no marker on disk may claim durability past the end of the chain.
     fn check_not_corrupt(&mut self, outcome: &Outcome) -> Result<()> {
-        let mut known_stable = outcome.known_stable;
-        let mut witness: Option<(SegmentId, u64)> = None;
+        // (marker, segment, offset) of every marker found past the end of the chain.
+        let mut markers_past_end: Vec<(Lsn, SegmentId, u64)> = Vec::new();
         if let ChainEnd::Cut {
             segment,
             base,
@@ -416,27 +416,25 @@ impl Scan {
             bytes,
             ..
         } = &outcome.end
-        {
-            if let Some((stable, offset)) =
+            && let Some((stable, offset)) =
                 max_marker_from(bytes, *base, offset_in_segment + 1, *salt)
-            {
-                if stable > known_stable {
-                    known_stable = stable;
-                    witness = Some((*segment, offset));
-                }
-            }
+        {
+            markers_past_end.push((stable, *segment, offset));
         }
         for found in &outcome.beyond {
             let bytes = self.read_segment(found.segment)?;
             if let Some((stable, offset)) =
                 max_marker_from(&bytes, found.header.base_lsn, 0, found.header.salt)
             {
-                if stable > known_stable {
-                    known_stable = stable;
-                    witness = Some((found.segment, offset));
-                }
+                markers_past_end.push((stable, found.segment, offset));
             }
         }
+        let (known_stable, witness) = match markers_past_end.into_iter().max() {
+            Some((stable, segment, offset)) if stable > outcome.known_stable => {
+                (stable, Some((segment, offset)))
+            }
+            _ => (outcome.known_stable, None),
+        };
         if known_stable <= outcome.end_lsn {
             return Ok(());
         }
@@ -587,10 +585,10 @@ fn max_marker_from(bytes: &[u8], base: Lsn, from_offset: u64, salt: u64) -> Opti
         if frame.kind != FrameKind::BufferStart {
             continue;
         }
-        if let Ok(stable) = format::decode_buffer_start(frame.body) {
-            if best.is_none_or(|(best_stable, _)| stable > best_stable) {
-                best = Some((stable, offset as u64));
-            }
+        if let Ok(stable) = format::decode_buffer_start(frame.body)
+            && best.is_none_or(|(best_stable, _)| stable > best_stable)
+        {
+            best = Some((stable, offset as u64));
         }
     }
     best
