@@ -37,7 +37,7 @@ pub const FRAME_HEADER_LEN: u64 = 24;
 /// [`FRAME_HEADER_LEN`] as a `usize`, for slicing and array lengths.
 pub const FRAME_HEADER_LEN_USIZE: usize = 24;
 /// Length of a `BufferStart` body: one `u64` stable LSN.
-pub const BUFFER_START_BODY_LEN: u64 = 8;
+pub const BUFFER_START_BODY_LEN: u64 = 16;
 /// Length of a `BatchStart` body.
 pub const BATCH_START_BODY_LEN: u64 = 16;
 /// Length of a `BlobPointer` body.
@@ -61,7 +61,7 @@ pub const MAX_SEGMENT_LEN_BYTES: u64 = 1 << 32;
 const _: () = assert!(SEGMENT_HEADER_LEN_USIZE as u64 == SEGMENT_HEADER_LEN);
 const _: () = assert!(FRAME_HEADER_LEN_USIZE as u64 == FRAME_HEADER_LEN);
 const _: () = assert!(BLOB_HEADER_LEN_USIZE as u64 == BLOB_HEADER_LEN);
-const _: () = assert!(BUFFER_START_FRAME_LEN == 32);
+const _: () = assert!(BUFFER_START_FRAME_LEN == 40);
 const _: () = assert!(BATCH_START_FRAME_LEN == 40);
 const _: () = assert!(BLOB_POINTER_FRAME_LEN == 40);
 const _: () = assert!(
@@ -675,19 +675,39 @@ pub fn padding_frame_header(
     header
 }
 
-/// Encodes a BufferStart body: the stable LSN known when the IO buffer was written.
-pub fn encode_buffer_start(known_stable_lsn: Lsn) -> [u8; BUFFER_START_BODY_LEN as usize] {
-    known_stable_lsn.0.to_le_bytes()
+/// Encodes a BufferStart body: the stable LSN known when the IO buffer was written, and the
+/// salt of the segment the buffer lies in. The salt is repeated here (it is also in the
+/// segment header) so that a buffer's marker can be verified on its own even when its
+/// segment's header is damaged: recovery then still learns how far the log was durable.
+pub fn encode_buffer_start(
+    known_stable_lsn: Lsn,
+    salt: u64,
+) -> [u8; BUFFER_START_BODY_LEN as usize] {
+    let mut body = [0u8; BUFFER_START_BODY_LEN as usize];
+    body[..8].copy_from_slice(&known_stable_lsn.0.to_le_bytes());
+    body[8..].copy_from_slice(&salt.to_le_bytes());
+    body
 }
 
-/// Decodes a BufferStart body.
+/// Decodes the stable LSN of a BufferStart body.
 ///
 /// # Errors
 ///
-/// [`FormatError::BadBodyLen`] if the body is not 8 bytes.
+/// `BadBodyLen` if the body is not [`BUFFER_START_BODY_LEN`] bytes.
 pub fn decode_buffer_start(body: &[u8]) -> Result<Lsn, FormatError> {
     let body = exact::<{ BUFFER_START_BODY_LEN as usize }>(body)?;
-    Ok(Lsn(u64::from_le_bytes(*body)))
+    Ok(Lsn(get_u64(body, 0)))
+}
+
+/// Decodes the salt a BufferStart body repeats. Unverified bytes until the frame's checksum
+/// has been checked with this very salt.
+///
+/// # Errors
+///
+/// `BadBodyLen` if the body is not [`BUFFER_START_BODY_LEN`] bytes.
+pub fn decode_buffer_start_salt(body: &[u8]) -> Result<u64, FormatError> {
+    let body = exact::<{ BUFFER_START_BODY_LEN as usize }>(body)?;
+    Ok(get_u64(body, 8))
 }
 
 /// The body of a BatchStart frame: the `n_frames` frames that immediately follow it, covering
@@ -1412,14 +1432,14 @@ mod tests {
                     16,
                 )),
                 Item::BufferStart(stable) => {
-                    let body = encode_buffer_start(Lsn(*stable));
+                    let body = encode_buffer_start(Lsn(*stable), TEST_SALT);
                     frames.push(put_frame(
                         &mut bytes,
                         base_lsn,
                         at,
                         FrameKind::BufferStart,
                         Some(&body),
-                        8,
+                        BUFFER_START_BODY_LEN as usize,
                     ));
                 }
                 Item::Batch(inner) => {
@@ -1825,7 +1845,7 @@ mod tests {
             ),
             (
                 FrameKind::BufferStart,
-                encode_buffer_start(Lsn(77)).to_vec(),
+                encode_buffer_start(Lsn(77), TEST_SALT).to_vec(),
             ),
         ];
         for (kind, body) in bodies {
@@ -1858,7 +1878,7 @@ mod tests {
             );
         }
         assert_eq!(
-            decode_buffer_start(&encode_buffer_start(Lsn(u64::MAX))),
+            decode_buffer_start(&encode_buffer_start(Lsn(u64::MAX), TEST_SALT)),
             Ok(Lsn(u64::MAX))
         );
         assert_eq!(
@@ -2309,7 +2329,7 @@ mod tests {
             FrameKind::Aborted,
         ] {
             let body: &[u8] = match kind {
-                FrameKind::BufferStart => &[0; 8],
+                FrameKind::BufferStart => &[0; 16],
                 FrameKind::BatchStart => &[0; 16],
                 _ => &[1, 2],
             };
@@ -2343,12 +2363,12 @@ mod tests {
 
     #[test]
     fn frame_header_errors_are_precise() {
-        let mut frame = vec![0u8; 24 + 8];
+        let mut frame = vec![0u8; 24 + 16];
         write_frame(
             &mut frame,
             FrameKind::BufferStart,
             Lsn(64),
-            &encode_buffer_start(Lsn(3)),
+            &encode_buffer_start(Lsn(3), TEST_SALT),
             TEST_SALT,
         );
         assert_eq!(
@@ -2362,24 +2382,24 @@ mod tests {
             })
         );
         assert_eq!(
-            decode_frame(&frame, Lsn(64), 33, TEST_SALT),
+            decode_frame(&frame, Lsn(64), 41, TEST_SALT),
             Err(FrameError::OffsetPastEnd {
-                offset_in_segment: 33,
-                segment_len_bytes: 32
+                offset_in_segment: 41,
+                segment_len_bytes: 40
             })
         );
         assert_eq!(
             decode_frame(&frame, Lsn(64), u64::MAX, TEST_SALT),
             Err(FrameError::OffsetPastEnd {
                 offset_in_segment: u64::MAX,
-                segment_len_bytes: 32
+                segment_len_bytes: 40
             })
         );
         assert_eq!(
-            decode_frame(&frame[..31], Lsn(64), 0, TEST_SALT),
+            decode_frame(&frame[..39], Lsn(64), 0, TEST_SALT),
             Err(FrameError::BodyTooLong {
-                body_len_bytes: 8,
-                available_bytes: 7
+                body_len_bytes: 16,
+                available_bytes: 15
             })
         );
         let mut b = frame.clone();
@@ -2408,18 +2428,18 @@ mod tests {
             FrameHeader::decode_unverified(&frame),
             Ok(FrameHeader {
                 kind: FrameKind::BufferStart,
-                body_len_bytes: 8,
+                body_len_bytes: 16,
                 lsn: Lsn(64)
             })
         );
 
         // LSN arithmetic at the top of the space.
-        let mut top = vec![0u8; 24 + 8];
+        let mut top = vec![0u8; 24 + 16];
         write_frame(
             &mut top,
             FrameKind::BufferStart,
             Lsn(u64::MAX - 10),
-            &[0; 8],
+            &[0; 16],
             TEST_SALT,
         );
         assert_eq!(
@@ -2455,7 +2475,7 @@ mod tests {
             Err(FrameError::BadBody {
                 kind: FrameKind::BufferStart,
                 cause: FormatError::BadBodyLen {
-                    expected_bytes: 8,
+                    expected_bytes: 16,
                     found_bytes: 4
                 },
             })

@@ -524,8 +524,10 @@ impl Ring {
             prefix_pos = SEGMENT_HEADER_LEN as usize;
         }
         let buffer_start = &mut bytes[prefix_pos..prefix_pos + BUFFER_START_FRAME_LEN as usize];
-        buffer_start[FRAME_HEADER_LEN as usize..]
-            .copy_from_slice(&format::encode_buffer_start(self.stable_lsn()));
+        buffer_start[FRAME_HEADER_LEN as usize..].copy_from_slice(&format::encode_buffer_start(
+            self.stable_lsn(),
+            placement.segment_salt,
+        ));
         format::seal_frame(
             buffer_start,
             FrameKind::BufferStart,

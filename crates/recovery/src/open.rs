@@ -193,6 +193,8 @@ struct Scan {
     n_segments_in_file: u64,
     bytes_scanned: u64,
     segments_scanned: u64,
+    /// Segments whose header does not verify.
+    headerless: Vec<SegmentId>,
 }
 
 impl Scan {
@@ -207,6 +209,7 @@ impl Scan {
             n_segments_in_file: file_len_bytes.div_ceil(geometry.segment_len_bytes()),
             bytes_scanned: 0,
             segments_scanned: 0,
+            headerless: Vec::new(),
         })
     }
 
@@ -254,7 +257,10 @@ impl Scan {
                 }
                 // Free, erased, or torn before anything in it was durable; if it mattered,
                 // the stable markers turn it into a corruption error below.
-                Err(_) => continue,
+                Err(_) => {
+                    self.headerless.push(segment);
+                    continue;
+                }
             };
             if header.segment_len_bytes != segment_len {
                 return Err(RecoveryError::ConfigMismatch {
@@ -285,6 +291,9 @@ impl Scan {
             .last()
             .map_or(Lsn(0), |base| Lsn(base.0 + segment_len));
         let mut candidates = all_headers.clone();
+        // Where the log would have had to begin in the last attempt: if nothing durable is
+        // found, the durable log ends there, and any marker on disk claiming more is damage.
+        let mut expected_start = Lsn(0);
         let mut outcome = loop {
             let Some(release_point) = candidates.values().map(|f| f.header.log_start_lsn).max()
             else {
@@ -300,9 +309,10 @@ impl Scan {
                     n_messages: 0,
                     known_stable: Lsn(0),
                     blob_lsns: BTreeSet::new(),
-                    end_lsn: highest_seen_end,
+                    end_lsn: expected_start,
                 };
             };
+            expected_start = self.geometry.segment_base_lsn(release_point);
             let outcome = self.walk_chain(&candidates, release_point)?;
             let release_is_durable = outcome
                 .chain
@@ -427,6 +437,19 @@ impl Scan {
                 max_marker_from(&bytes, found.header.base_lsn, 0, found.header.salt)
             {
                 markers_past_end.push((stable, found.segment, offset));
+            }
+        }
+        if let ChainEnd::Missing { .. } = &outcome.end {
+            // The chain stops because no valid header names the next logical segment. If that
+            // segment's header is merely damaged, its own markers are the only witness that
+            // it was durable: look for them in every segment without a valid header, taking it
+            // for the missing segment. (Legitimately torn segments never claim durability past
+            // their own start.)
+            for segment in self.headerless.clone() {
+                let bytes = self.read_segment(segment)?;
+                if let Some((stable, offset)) = max_self_salted_marker(&bytes, outcome.end_lsn) {
+                    markers_past_end.push((stable, segment, offset));
+                }
             }
         }
         let (known_stable, witness) = match markers_past_end.into_iter().max() {
@@ -585,6 +608,39 @@ fn max_marker_from(bytes: &[u8], base: Lsn, from_offset: u64, salt: u64) -> Opti
         if frame.kind != FrameKind::BufferStart {
             continue;
         }
+        if let Ok(stable) = format::decode_buffer_start(frame.body)
+            && best.is_none_or(|(best_stable, _)| stable > best_stable)
+        {
+            best = Some((stable, offset as u64));
+        }
+    }
+    best
+}
+
+/// Like [`max_marker_from`], for a segment whose header (and so whose salt) is damaged: each
+/// BufferStart frame repeats its segment's salt in its body, so a candidate at the right
+/// position with the right LSN is verified with the salt it carries. A torn frame (header from
+/// one write, body from another) fails that checksum like any other.
+fn max_self_salted_marker(bytes: &[u8], base: Lsn) -> Option<(Lsn, u64)> {
+    let mut best: Option<(Lsn, u64)> = None;
+    let last_start = bytes.len().checked_sub(BUFFER_START_FRAME_LEN as usize)?;
+    for offset in 0..=last_start {
+        let Ok(header) = format::FrameHeader::decode_unverified(&bytes[offset..]) else {
+            continue;
+        };
+        if header.kind != FrameKind::BufferStart
+            || header.lsn.0 != base.0.wrapping_add(offset as u64)
+        {
+            continue;
+        }
+        let body_start = offset + FRAME_HEADER_LEN as usize;
+        let body_end = offset + BUFFER_START_FRAME_LEN as usize;
+        let Ok(salt) = format::decode_buffer_start_salt(&bytes[body_start..body_end]) else {
+            continue;
+        };
+        let Ok(frame) = format::decode_frame(&bytes[..body_end], base, offset as u64, salt) else {
+            continue;
+        };
         if let Ok(stable) = format::decode_buffer_start(frame.body)
             && best.is_none_or(|(best_stable, _)| stable > best_stable)
         {
