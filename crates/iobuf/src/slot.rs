@@ -45,10 +45,15 @@ impl Placement {
     }
 }
 
-/// One IO buffer.
+/// One IO buffer. Aligned to two cache lines so that slots never share one; the claim counter
+/// sits right after the header word, in the line a claimer has just won with its CAS.
+#[repr(C, align(128))]
 pub(crate) struct Slot {
     /// The reservation word (see the `header-bits` crate).
     header: AtomicU64,
+    /// Claims made in the current generation (a metric, added to the log's total when the
+    /// buffer is written).
+    n_claims: AtomicU32,
     /// `io_buf_len + FRAME_HEADER_LEN` bytes: the slack holds the padding-frame header that
     /// closes a segment.
     bytes: Box<[UnsafeCell<u8>]>,
@@ -81,6 +86,7 @@ impl Slot {
         Slot {
             // Sealed and idle: nobody can reserve in it until a generation begins.
             header: AtomicU64::new(Header::INITIAL.seal().to_raw()),
+            n_claims: AtomicU32::new(0),
             bytes: (0..len).map(|_| UnsafeCell::new(0)).collect(),
             ring_idx: AtomicU64::new(0),
             base_lsn: AtomicU64::new(0),
@@ -109,6 +115,16 @@ impl Slot {
             )
             .map(Header::from_raw)
             .map_err(Header::from_raw)
+    }
+
+    /// Counts one claim in this generation.
+    pub(crate) fn count_claim(&self) {
+        self.n_claims.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The claims counted in this generation.
+    pub(crate) fn n_claims(&self) -> u32 {
+        self.n_claims.load(Ordering::Relaxed)
     }
 
     pub(crate) fn capacity_bytes(&self) -> u32 {
@@ -172,6 +188,7 @@ impl Slot {
         self.segment_salt
             .store(placement.segment_salt, Ordering::Release);
         self.ends_segment.store(false, Ordering::Release);
+        self.n_claims.store(0, Ordering::Relaxed);
         let fresh = previous
             .next_generation()
             .bump_offset(placement.prefix_len_bytes())
