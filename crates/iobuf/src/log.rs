@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
-use segment::{AccountantConfig, Lsn, SegmentAccountant, SegmentId};
+use segment::{AccountantConfig, Lsn, SegmentAccountant};
 
 use crate::blob;
 use crate::config::{LogConfig, ValidLogConfig};
@@ -545,6 +545,8 @@ pub struct LogIter<'a> {
 struct LoadedSegment {
     /// The first LSN of the logical segment.
     base: Lsn,
+    /// The data-file offset of the physical segment holding it.
+    file_offset: u64,
     bytes: Vec<u8>,
     /// (kind, lsn, body start, body end) of the remaining messages, in order, reversed.
     messages: Vec<(FrameKind, Lsn, u64, usize, usize)>,
@@ -617,6 +619,7 @@ impl LogIter<'_> {
         messages.reverse();
         Ok(Some(LoadedSegment {
             base,
+            file_offset,
             bytes,
             messages,
         }))
@@ -645,12 +648,7 @@ impl LogIter<'_> {
                 return Ok(None);
             }
             self.next_lsn = Lsn(lsn.0 + frame_len);
-            let segment = self
-                .log
-                .with_accountant(|accountant| accountant.segment_for_lsn(lsn));
-            let file_offset = segment.map_or(0, |segment: SegmentId| {
-                geometry.file_offset(segment) + geometry.offset_in_segment(lsn)
-            });
+            let file_offset = loaded.file_offset + geometry.offset_in_segment(lsn);
             let body = &loaded.bytes[body_start..body_end];
             return match kind {
                 FrameKind::BlobPointer => {
