@@ -52,14 +52,12 @@ pub enum LogError {
     /// A batch must hold at least one message.
     #[error("a batch must hold at least one message")]
     EmptyBatch,
-    /// A message is longer than the log can address (more than `u32::MAX` bytes... or more
-    /// than the blob limit).
-    #[error("a message of {len_bytes} bytes is too large (max {max_bytes})")]
+    /// A message is longer than this process can hold in memory (its buffer could not be
+    /// allocated).
+    #[error("a message of {len_bytes} bytes cannot be held in memory")]
     MessageTooLarge {
         /// Length asked for.
         len_bytes: u64,
-        /// The largest accepted.
-        max_bytes: u64,
     },
     /// Bytes on disk are not what the log wrote there.
     #[error("corruption in segment {segment} at offset {offset_in_segment}: {reason}")]

@@ -148,11 +148,19 @@ impl Log {
         self.check_open()?;
         let config = &self.ring.config;
         if len_bytes > config.blob_threshold_bytes() as usize {
+            // The length is the caller's: an impossible one is an error, not an abort.
+            let mut blob_value = Vec::new();
+            blob_value
+                .try_reserve_exact(len_bytes)
+                .map_err(|_| LogError::MessageTooLarge {
+                    len_bytes: len_bytes as u64,
+                })?;
+            blob_value.resize(len_bytes, 0);
             let claim = self.ring.claim(BLOB_POINTER_FRAME_LEN as u32)?;
             return Ok(Reservation {
                 log: self,
                 claim: Some(claim),
-                blob_value: Some(vec![0; len_bytes]),
+                blob_value: Some(blob_value),
             });
         }
         let claim = self

@@ -240,6 +240,24 @@ fn a_second_opener_of_the_directory_is_refused() {
     assert!(matches!(second, Err(LogError::Locked)));
 }
 
+/// `reserve` used to allocate a large message's buffer with `vec![0; len]`, so an impossible
+/// length from the caller (here `usize::MAX`) panicked or aborted the process instead of
+/// returning an error. It must be a typed error, and the log must stay usable.
+#[test]
+fn an_impossible_message_length_is_a_typed_error_not_a_panic() {
+    let (_storage, log) = new_log();
+    for len_bytes in [usize::MAX, isize::MAX as usize] {
+        match log.reserve(len_bytes) {
+            Err(LogError::MessageTooLarge { len_bytes: got }) => {
+                assert_eq!(got, len_bytes as u64)
+            }
+            other => panic!("expected MessageTooLarge for {len_bytes}, got {other:?}"),
+        }
+    }
+    let location = log.write(b"still fine").unwrap();
+    assert_eq!(log.read(location).unwrap(), b"still fine");
+}
+
 #[test]
 fn an_invalid_configuration_is_a_typed_error() {
     let storage = SimStorage::new();
