@@ -455,6 +455,30 @@ impl Reservation<'_> {
         self.claim.as_ref().map_or(Lsn(0), |claim| claim.lsn)
     }
 
+    /// Where the message will live once completed: the same [`Location`] that
+    /// [`Reservation::complete`] returns. Known at reservation time, so a caller can publish
+    /// the location (in a page table, say) before completing the message.
+    pub fn location(&self) -> Location {
+        let claim = self
+            .claim
+            .as_ref()
+            .expect("a reservation holds its claim until resolved");
+        match &self.blob_value {
+            None => Location {
+                lsn: claim.lsn,
+                file_offset: claim.file_offset,
+                len_bytes: u64::from(claim.len_bytes) - FRAME_HEADER_LEN,
+                stored: Stored::Inline,
+            },
+            Some(value) => Location {
+                lsn: claim.lsn,
+                file_offset: claim.file_offset,
+                len_bytes: value.len() as u64,
+                stored: Stored::Blob,
+            },
+        }
+    }
+
     /// The message's bytes, to fill in before completing.
     pub fn buffer_mut(&mut self) -> &mut [u8] {
         if let Some(value) = self.blob_value.as_mut() {

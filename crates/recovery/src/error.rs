@@ -46,6 +46,20 @@ pub enum RecoveryError {
         /// What check failed and why it is not a torn tail.
         reason: String,
     },
+    /// A snapshot payload over the size limit was refused before anything was written.
+    #[error(
+        "snapshot payload of {payload_len_bytes} bytes is over the limit of {max_payload_len_bytes}"
+    )]
+    SnapshotTooLarge {
+        /// The payload's length.
+        payload_len_bytes: u64,
+        /// The largest payload accepted.
+        max_payload_len_bytes: u64,
+    },
+    /// A snapshot file with generation `u64::MAX` exists, so no newer one can be named; nothing
+    /// was written.
+    #[error("snapshot generations exhausted: a snapshot file has generation u64::MAX")]
+    SnapshotGenerationsExhausted,
 }
 
 impl RecoveryError {

@@ -39,18 +39,31 @@
 //!   and the segment accountant is rebuilt with the true end of the file (the original reused
 //!   the file's first segment after a reopen).
 //!
-//! # What this crate does not do (yet)
+//! # Snapshot files
 //!
-//! Snapshots of the page table, which bound the restart cost of the page cache, arrive with
-//! the `pagecache` issue: this crate will own their files (atomic rename, checksum, fallback
-//! to the previous one). It does not interpret message contents: replaying them is the
-//! caller's job (iterate with [`iobuf::Log::iter_from`] from [`RecoveryReport::log_start`]).
+//! [`SnapshotStore`] owns the files of page-table snapshots, which bound the restart cost of
+//! the page cache; their payload is opaque bytes to this crate. A snapshot is written as
+//! `snapshot-{generation:020}.tmp`, synced, renamed to `snapshot-{generation:020}` and the
+//! directory synced before older snapshots are removed, so a crash leaves the old or the new
+//! one, whole. Loading is read-only, checks magic, version, both CRC-32s, the length and the
+//! generation, never loads a temporary, and falls back to the next older snapshot when the
+//! newest does not verify.
+//!
+//! # What this crate does not do
+//!
+//! It does not interpret message contents: replaying them is the caller's job (iterate with
+//! [`iobuf::Log::iter_from`] from [`RecoveryReport::log_start`]); nor does it know what a
+//! snapshot payload holds.
 #![forbid(unsafe_code)]
 
 mod error;
 mod open;
 mod report;
+mod snapshot;
 
 pub use error::RecoveryError;
 pub use open::{open_log, open_log_dir};
 pub use report::RecoveryReport;
+pub use snapshot::{
+    LoadedSnapshot, MAX_SNAPSHOT_PAYLOAD_LEN_BYTES, RejectedSnapshot, SnapshotInfo, SnapshotStore,
+};
