@@ -1,0 +1,1007 @@
+//! The page cache itself: page operations, reads with page-in, eviction, cleaning, roots and
+//! ids. Opening (replay) is in `open.rs`, snapshots in `snapshot.rs`.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use crossbeam_epoch::{self as epoch, Owned};
+use iobuf::{Location, Log, LogMetrics, Lsn, PageId};
+use recovery::SnapshotStore;
+
+use crate::config::Config;
+use crate::entry::{Entry, PageState, Slot, Version, entry_ref, retire};
+use crate::error::{Error, Result};
+use crate::materializer::Materializer;
+use crate::metrics::Metrics;
+use crate::record::{self, Meta, RECORD_HEADER_LEN, RecordKind};
+use crate::table::{PAGE_ID_LIMIT, PageTable};
+
+/// The longest root name, in bytes.
+pub const MAX_ROOT_NAME_LEN_BYTES: usize = 1024;
+
+/// A page's merged value and the version it was read at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Page<F> {
+    /// Pass this to the next write of the page.
+    pub version: Version,
+    /// The chain merged by the materializer.
+    pub value: F,
+}
+
+/// A successful write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Written {
+    /// The page's new version.
+    pub version: Version,
+    /// The write's LSN: [`PageCache::make_stable`] on it makes just this write (and everything
+    /// before it in the log) durable.
+    pub lsn: Lsn,
+}
+
+/// A write refused because the page changed since the caller read it. Nothing was written and
+/// nothing changed; the caller's fragment comes back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stale<T> {
+    /// The page's current version, or `None` if the page is free.
+    pub current: Option<Version>,
+    /// What the caller passed in.
+    pub fragment: T,
+}
+
+/// Sizes, in bytes, of what the page cache holds now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stats {
+    /// Bytes of decoded fragments resident in memory (what the budget bounds).
+    pub resident_bytes: u64,
+    /// The configured budget.
+    pub cache_budget_bytes: u64,
+    /// Bytes of the data file that live pages (and the metadata record) occupy.
+    pub live_bytes: u64,
+    /// Bytes of log from the oldest segment not yet cleaned to the tip.
+    pub log_span_bytes: u64,
+    /// The data file's length.
+    pub file_len_bytes: u64,
+    /// Memory of the page table's nodes.
+    pub page_table_bytes: u64,
+    /// One more than the highest page id ever allocated.
+    pub page_id_high_water: u64,
+}
+
+/// What the cleaner is working through: the records of the oldest segment not yet released.
+#[derive(Debug)]
+pub(crate) struct CleanerState {
+    /// Everything below is released (or about to be).
+    pub(crate) cursor: Lsn,
+    /// Records of the segment at `cursor` still to examine, last first.
+    pending: Vec<(Location, RecordKind, PageId)>,
+    /// The end of the segment `pending` came from (`None` when nothing is loaded).
+    loaded_segment_end: Option<Lsn>,
+}
+
+impl CleanerState {
+    pub(crate) fn new(cursor: Lsn) -> CleanerState {
+        CleanerState {
+            cursor,
+            pending: Vec::new(),
+            loaded_segment_end: None,
+        }
+    }
+}
+
+/// The metadata record and where it is.
+#[derive(Debug)]
+pub(crate) struct MetaState {
+    pub(crate) meta: Meta,
+    /// Its record's LSN (`Lsn(0)` before the first one is written).
+    pub(crate) lsn: Lsn,
+    /// Its record's frame length (for live-byte accounting).
+    pub(crate) frame_len_bytes: u64,
+}
+
+/// Everything the page cache and its background thread share.
+pub(crate) struct Inner<M: Materializer> {
+    pub(crate) config: Config,
+    pub(crate) materializer: M,
+    pub(crate) log: Log,
+    pub(crate) table: PageTable<Entry<M::Fragment>>,
+    /// The first page id never handed out.
+    pub(crate) next_pid: AtomicU64,
+    /// Freed ids with the LSN of their free record, oldest first.
+    pub(crate) free_ids: Mutex<VecDeque<(u64, Lsn)>>,
+    /// `free_ids.len()`, so allocation skips the lock when the list is empty.
+    pub(crate) n_free_ids: AtomicUsize,
+    pub(crate) resident_bytes: AtomicI64,
+    pub(crate) live_bytes: AtomicI64,
+    /// The CLOCK hand: the next page id the eviction pass looks at.
+    pub(crate) clock_hand: Mutex<u64>,
+    pub(crate) cleaner: Mutex<CleanerState>,
+    pub(crate) meta: Mutex<MetaState>,
+    pub(crate) next_id: AtomicU64,
+    /// Ids below this are durable in a metadata record.
+    pub(crate) id_high_water: AtomicU64,
+    pub(crate) snapshots: SnapshotStore,
+    /// Held while a snapshot is taken; holds the tip at the last snapshot.
+    pub(crate) snapshot_state: Mutex<Lsn>,
+    pub(crate) metrics: Metrics,
+    pub(crate) closed: AtomicBool,
+    /// Set to stop the background thread; the condvar wakes it.
+    pub(crate) shutdown: (Mutex<bool>, Condvar),
+    /// The last error of the background snapshot thread.
+    pub(crate) background_error: Mutex<Option<Error>>,
+}
+
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of these locks leaves plain data that is still consistent
+    // (every update is a single assignment), so a poisoned lock is used as is.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A lock-free page cache over a log: pages of fragment chains, merged by a
+/// [`Materializer`], cached within a byte budget, cleaned, snapshotted. See the crate doc.
+///
+/// Share it between threads by reference or in an `Arc`: every method takes `&self`.
+pub struct PageCache<M: Materializer> {
+    pub(crate) inner: Arc<Inner<M>>,
+    pub(crate) background: Option<JoinHandle<()>>,
+}
+
+impl<M: Materializer> std::fmt::Debug for PageCache<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PageCache")
+            .field("stats", &self.stats())
+            .field("log", &self.inner.log)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a write does to a page's chain.
+enum Change<F> {
+    /// Append a delta (consolidated into a new base when the chain is long).
+    Delta(Arc<F>),
+    /// Install a new base.
+    Base(Arc<F>),
+    /// Free the page.
+    Free,
+}
+
+impl<M: Materializer> PageCache<M> {
+    /// Allocates a page whose base is `fragment`. Reuses a freed id once its free is durable,
+    /// else takes a fresh one.
+    pub fn allocate(&self, fragment: M::Fragment) -> Result<(PageId, Written)> {
+        let inner = &*self.inner;
+        inner.check_open()?;
+        let fragment = Arc::new(fragment);
+        let mut body = encode_body(inner, RecordKind::Base, &fragment);
+        let pid = match inner.pop_free_id() {
+            Some(pid) => pid,
+            None => {
+                let pid = inner.next_pid.fetch_add(1, Ordering::AcqRel);
+                if pid >= PAGE_ID_LIMIT {
+                    inner.next_pid.store(PAGE_ID_LIMIT, Ordering::Release);
+                    return Err(Error::PageIdsExhausted {
+                        limit: PAGE_ID_LIMIT,
+                    });
+                }
+                pid
+            }
+        };
+        record::put_record_header(&mut body, RecordKind::Base, PageId(pid));
+        let size = inner.materializer.size_in_bytes(&fragment) as u64;
+        loop {
+            let guard = epoch::pin();
+            let current = inner.table.load(pid, &guard);
+            let previous = entry_ref(current);
+            let version = match previous {
+                None => 1,
+                Some(entry) => match entry.state {
+                    PageState::Freed => entry.version + 1,
+                    PageState::Live(_) => unreachable!(
+                        "page {pid} came off the free list or the fresh counter but is live"
+                    ),
+                },
+            };
+            let mut reservation = inner.log.reserve(body.len())?;
+            reservation.buffer_mut().copy_from_slice(&body);
+            let location = reservation.location();
+            let slot = Slot {
+                location,
+                resident: Some(Arc::clone(&fragment)),
+                resident_bytes: size,
+            };
+            let entry = Entry::new(version, PageState::Live(vec![slot]));
+            match inner.table.cas(pid, current, Owned::new(entry), &guard) {
+                Ok(_) => {
+                    retire(&guard, current);
+                    drop(guard);
+                    reservation.complete()?;
+                    inner.account(size as i64, location.frame_len_bytes() as i64);
+                    inner.metrics.n_writes.add(1);
+                    inner.after_write()?;
+                    return Ok((
+                        PageId(pid),
+                        Written {
+                            version: Version(version),
+                            lsn: location.lsn,
+                        },
+                    ));
+                }
+                Err(_) => {
+                    reservation.abort()?;
+                    Metrics::bump(&inner.metrics.n_write_retries, 1);
+                }
+            }
+        }
+    }
+
+    /// Appends `fragment` to the page's chain if the page is still at `expected`. A chain that
+    /// reaches the configured length is consolidated by this write into a new base (the
+    /// value is the same; the record written is the merged base).
+    pub fn link(
+        &self,
+        pid: PageId,
+        expected: Version,
+        fragment: M::Fragment,
+    ) -> Result<Result<Written, Stale<M::Fragment>>> {
+        self.inner.check_open()?;
+        let outcome = self
+            .inner
+            .write(pid, expected, Change::Delta(Arc::new(fragment)))?;
+        Ok(outcome.map_err(|(current, fragment)| Stale {
+            current,
+            fragment: unwrap_fragment(fragment),
+        }))
+    }
+
+    /// Replaces the page's whole chain with `fragment` as a new base, if the page is still at
+    /// `expected`.
+    pub fn replace(
+        &self,
+        pid: PageId,
+        expected: Version,
+        fragment: M::Fragment,
+    ) -> Result<Result<Written, Stale<M::Fragment>>> {
+        self.inner.check_open()?;
+        let outcome = self
+            .inner
+            .write(pid, expected, Change::Base(Arc::new(fragment)))?;
+        Ok(outcome.map_err(|(current, fragment)| Stale {
+            current,
+            fragment: unwrap_fragment(fragment),
+        }))
+    }
+
+    /// Frees the page if it is still at `expected`. Its id is reused only once this free is
+    /// durable. A stale version changes nothing (the original put the id on the free list
+    /// anyway, and the next allocation then collided with a live page).
+    pub fn free(&self, pid: PageId, expected: Version) -> Result<Result<Lsn, Stale<()>>> {
+        self.inner.check_open()?;
+        let outcome = self.inner.write(pid, expected, Change::Free)?;
+        Ok(outcome
+            .map(|written| written.lsn)
+            .map_err(|(current, _)| Stale {
+                current,
+                fragment: (),
+            }))
+    }
+
+    /// The page's merged value and version, or `None` if the page is free or was never
+    /// allocated. Fragments that were evicted are read back with positional reads; a read
+    /// never writes to the log and never waits for a write.
+    pub fn get(&self, pid: PageId) -> Result<Option<Page<M::Fragment>>> {
+        self.inner.check_open()?;
+        self.inner.get(pid)
+    }
+
+    /// Makes every write up to `lsn` durable (one group-committed sync).
+    pub fn make_stable(&self, lsn: Lsn) -> Result<()> {
+        self.inner.check_open()?;
+        Ok(self.inner.log.make_stable(lsn)?)
+    }
+
+    /// Makes every write so far durable; returns the LSN it covers.
+    pub fn flush(&self) -> Result<Lsn> {
+        self.inner.check_open()?;
+        Ok(self.inner.log.flush()?)
+    }
+
+    /// The page id a name points at.
+    pub fn root(&self, name: &str) -> Option<PageId> {
+        lock(&self.inner.meta).meta.roots.get(name).copied()
+    }
+
+    /// Every named root.
+    pub fn roots(&self) -> Vec<(String, PageId)> {
+        lock(&self.inner.meta)
+            .meta
+            .roots
+            .iter()
+            .map(|(name, pid)| (name.clone(), *pid))
+            .collect()
+    }
+
+    /// Points `name` at `new` (or removes it, with `None`) if it currently points at
+    /// `expected`. Returns the record's LSN, or the current value when `expected` is stale.
+    /// Roots change rarely (a tree's root split): they are kept in one small record written
+    /// whole, under a lock that page operations never take.
+    pub fn set_root(
+        &self,
+        name: &str,
+        expected: Option<PageId>,
+        new: Option<PageId>,
+    ) -> Result<Result<Lsn, Option<PageId>>> {
+        let inner = &*self.inner;
+        inner.check_open()?;
+        if name.len() > MAX_ROOT_NAME_LEN_BYTES {
+            return Err(Error::RootNameTooLong {
+                len_bytes: name.len(),
+                max: MAX_ROOT_NAME_LEN_BYTES,
+            });
+        }
+        let mut state = lock(&inner.meta);
+        let current = state.meta.roots.get(name).copied();
+        if current != expected {
+            return Ok(Err(current));
+        }
+        let mut meta = state.meta.clone();
+        match new {
+            Some(pid) => meta.roots.insert(name.to_string(), pid),
+            None => meta.roots.remove(name),
+        };
+        let lsn = inner.write_meta(&mut state, meta)?;
+        drop(state);
+        inner.after_write()?;
+        Ok(Ok(lsn))
+    }
+
+    /// A new id, never returned before by this directory, across restarts and crashes. Ids
+    /// are made durable in batches of the configured interval (one sync per batch); after a
+    /// restart the generator continues past the last durable batch.
+    pub fn generate_id(&self) -> Result<u64> {
+        let inner = &*self.inner;
+        inner.check_open()?;
+        let id = inner.next_id.fetch_add(1, Ordering::AcqRel);
+        if id == u64::MAX {
+            inner.next_id.store(u64::MAX, Ordering::Release);
+            return Err(Error::IdsExhausted);
+        }
+        if id < inner.id_high_water.load(Ordering::Acquire) {
+            return Ok(id);
+        }
+        let mut state = lock(&inner.meta);
+        while id >= inner.id_high_water.load(Ordering::Acquire) {
+            let mut meta = state.meta.clone();
+            meta.id_high_water = id
+                .max(meta.id_high_water)
+                .saturating_add(inner.config.id_persist_interval);
+            let new_high_water = meta.id_high_water;
+            let lsn = inner.write_meta(&mut state, meta)?;
+            inner.log.make_stable(lsn)?;
+            inner.id_high_water.store(new_high_water, Ordering::Release);
+        }
+        Ok(id)
+    }
+
+    /// Takes a snapshot now (the background thread also takes them every configured number of
+    /// bytes of log). Returns what was written.
+    pub fn snapshot(&self) -> Result<recovery::SnapshotInfo> {
+        self.inner.check_open()?;
+        self.inner.take_snapshot()
+    }
+
+    /// Counters and latency histograms of the page cache.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// Counters and latency histograms of the log underneath (reserve, write, sync).
+    pub fn log_metrics(&self) -> &LogMetrics {
+        self.inner.log.metrics()
+    }
+
+    /// Sizes of what the cache holds now.
+    pub fn stats(&self) -> Stats {
+        self.inner.stats()
+    }
+
+    /// The configuration the cache runs on.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The last error of the background snapshot thread, if any.
+    pub fn background_error(&self) -> Option<Error> {
+        lock(&self.inner.background_error).clone()
+    }
+
+    /// Stops the background thread, makes everything durable and releases the directory.
+    pub fn close(mut self) -> Result<()> {
+        self.shut_down()
+    }
+
+    fn shut_down(&mut self) -> Result<()> {
+        if self.inner.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        {
+            let (stop, wake) = &self.inner.shutdown;
+            *lock(stop) = true;
+            wake.notify_all();
+        }
+        if let Some(handle) = self.background.take() {
+            // The thread catches its own errors; a panic there is a bug, reported here.
+            if handle.join().is_err() {
+                eprintln!("pagecache: the background snapshot thread panicked");
+            }
+        }
+        Ok(self.inner.log.flush().map(|_| ())?)
+    }
+}
+
+impl<M: Materializer> Drop for PageCache<M> {
+    fn drop(&mut self) {
+        if let Err(error) = self.shut_down() {
+            // Drop cannot return it; the durable prefix is intact and reopening recovers it.
+            eprintln!("pagecache: closing on drop failed: {error}");
+        }
+    }
+}
+
+/// Takes a fragment back out of its `Arc` (the cache held no other reference to it when a
+/// write was refused, so this does not clone in practice).
+fn unwrap_fragment<F: Clone>(fragment: Option<Arc<F>>) -> F {
+    let fragment = fragment.expect("a refused link or replace gives its fragment back");
+    Arc::try_unwrap(fragment).unwrap_or_else(|shared| (*shared).clone())
+}
+
+/// A record's bytes: header (page id filled in later for allocations) and the fragment.
+fn encode_body<M: Materializer>(
+    inner: &Inner<M>,
+    kind: RecordKind,
+    fragment: &M::Fragment,
+) -> Vec<u8> {
+    let mut body = vec![0u8; RECORD_HEADER_LEN];
+    inner.materializer.encode(fragment, &mut body);
+    record::put_record_header(&mut body, kind, PageId(0));
+    body
+}
+
+type WriteOutcome<F> = std::result::Result<Written, (Option<Version>, Option<Arc<F>>)>;
+
+impl<M: Materializer> Inner<M> {
+    pub(crate) fn check_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        Ok(())
+    }
+
+    fn account(&self, resident_delta: i64, live_delta: i64) {
+        if resident_delta != 0 {
+            self.resident_bytes
+                .fetch_add(resident_delta, Ordering::Relaxed);
+        }
+        if live_delta != 0 {
+            self.live_bytes.fetch_add(live_delta, Ordering::Relaxed);
+        }
+    }
+
+    /// A link, replace or free: load, check the version, reserve, CAS, then complete (or
+    /// abort and retry when the CAS lost to an eviction, a page-in or a relocation).
+    ///
+    /// The reservation is taken after loading the entry and the CAS succeeds only if the
+    /// entry is unchanged, so per page the order of successful CASes is the order of their
+    /// LSNs, and replaying the log rebuilds exactly this chain.
+    fn write(
+        &self,
+        pid: PageId,
+        expected: Version,
+        change: Change<M::Fragment>,
+    ) -> Result<WriteOutcome<M::Fragment>> {
+        let (kind, fragment) = match change {
+            Change::Delta(fragment) => (RecordKind::Delta, Some(fragment)),
+            Change::Base(fragment) => (RecordKind::Base, Some(fragment)),
+            Change::Free => (RecordKind::Free, None),
+        };
+        let mut body = match &fragment {
+            Some(fragment) => encode_body(self, kind, fragment),
+            None => vec![0u8; RECORD_HEADER_LEN],
+        };
+        record::put_record_header(&mut body, kind, pid);
+        let new_size = fragment.as_ref().map_or(0, |fragment| {
+            self.materializer.size_in_bytes(fragment) as u64
+        });
+        loop {
+            let guard = epoch::pin();
+            let current = self.table.load(pid.0, &guard);
+            let (old, old_chain) = match entry_ref(current) {
+                Some(old) if old.version == expected.0 => match old.chain() {
+                    Some(chain) => (old, chain),
+                    None => {
+                        Metrics::bump(&self.metrics.n_stale, 1);
+                        return Ok(Err((None, fragment)));
+                    }
+                },
+                other => {
+                    // A stale version: nothing is written and the fragment goes back.
+                    Metrics::bump(&self.metrics.n_stale, 1);
+                    let current = other.and_then(|old| old.chain().map(|_| Version(old.version)));
+                    return Ok(Err((current, fragment)));
+                }
+            };
+            let new_fragment = fragment.as_ref();
+            // A long chain is consolidated by this writer: the record becomes the merged base.
+            let consolidate = kind == RecordKind::Delta
+                && old_chain.len() + 1 >= self.config.consolidate_after_fragments as usize;
+            let mut merged: Option<(Vec<u8>, Arc<M::Fragment>, u64)> = None;
+            if consolidate {
+                let fragment = new_fragment.expect("a delta has a fragment");
+                let mut values = self.chain_values(pid, old_chain)?;
+                values.push(Arc::clone(fragment));
+                let refs: Vec<&M::Fragment> = values.iter().map(|value| &**value).collect();
+                let value = Arc::new(self.materializer.merge(&refs));
+                let mut merged_body = encode_body(self, RecordKind::Base, &value);
+                record::put_record_header(&mut merged_body, RecordKind::Base, pid);
+                let size = self.materializer.size_in_bytes(&value) as u64;
+                merged = Some((merged_body, value, size));
+            }
+            let record_bytes = merged.as_ref().map_or(&body, |(bytes, _, _)| bytes);
+            let mut reservation = self.log.reserve(record_bytes.len())?;
+            reservation.buffer_mut().copy_from_slice(record_bytes);
+            let location = reservation.location();
+            let version = old.version + 1;
+            let state = match (&merged, kind) {
+                (Some((_, value, size)), _) => PageState::Live(vec![Slot {
+                    location,
+                    resident: Some(Arc::clone(value)),
+                    resident_bytes: *size,
+                }]),
+                (None, RecordKind::Delta) => {
+                    let mut chain = Vec::with_capacity(old_chain.len() + 1);
+                    chain.extend(old_chain.iter().cloned());
+                    chain.push(Slot {
+                        location,
+                        resident: new_fragment.cloned(),
+                        resident_bytes: new_size,
+                    });
+                    PageState::Live(chain)
+                }
+                (None, RecordKind::Base) => PageState::Live(vec![Slot {
+                    location,
+                    resident: new_fragment.cloned(),
+                    resident_bytes: new_size,
+                }]),
+                (None, _) => PageState::Freed,
+            };
+            let entry = Entry::new(version, state);
+            let resident_delta = entry.resident_bytes() as i64 - old.resident_bytes() as i64;
+            let live_delta = entry.live_bytes() as i64 - old.live_bytes() as i64;
+            match self.table.cas(pid.0, current, Owned::new(entry), &guard) {
+                Ok(_) => {
+                    retire(&guard, current);
+                    drop(guard);
+                    reservation.complete()?;
+                    self.account(resident_delta, live_delta);
+                    self.metrics.n_writes.add(1);
+                    if merged.is_some() {
+                        Metrics::bump(&self.metrics.n_consolidations, 1);
+                    }
+                    if kind == RecordKind::Free {
+                        let mut free_ids = lock(&self.free_ids);
+                        free_ids.push_back((pid.0, location.lsn));
+                        self.n_free_ids.store(free_ids.len(), Ordering::Release);
+                    }
+                    self.after_write()?;
+                    return Ok(Ok(Written {
+                        version: Version(version),
+                        lsn: location.lsn,
+                    }));
+                }
+                Err(_) => {
+                    drop(guard);
+                    reservation.abort()?;
+                    Metrics::bump(&self.metrics.n_write_retries, 1);
+                }
+            }
+        }
+    }
+
+    /// Work a write takes on after it is done: its share of cleaning, and eviction when the
+    /// cache is over budget.
+    fn after_write(&self) -> Result<()> {
+        self.maybe_clean()?;
+        self.maybe_evict();
+        Ok(())
+    }
+
+    /// A freed id whose free is durable, if any.
+    fn pop_free_id(&self) -> Option<u64> {
+        if self.n_free_ids.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        let stable = self.log.stable_lsn();
+        let mut free_ids = lock(&self.free_ids);
+        // The record at `free_lsn` is durable once the stable LSN is past its start (the stable
+        // LSN only stops on frame boundaries).
+        let (pid, free_lsn) = *free_ids.front()?;
+        if free_lsn >= stable {
+            return None;
+        }
+        free_ids.pop_front();
+        self.n_free_ids.store(free_ids.len(), Ordering::Release);
+        Some(pid)
+    }
+
+    pub(crate) fn get(&self, pid: PageId) -> Result<Option<Page<M::Fragment>>> {
+        self.metrics.n_gets.add(1);
+        loop {
+            let guard = epoch::pin();
+            let current = self.table.load(pid.0, &guard);
+            let Some(entry) = entry_ref(current) else {
+                return Ok(None);
+            };
+            let Some(chain) = entry.chain() else {
+                return Ok(None);
+            };
+            entry.touch();
+            if chain.iter().all(|slot| slot.resident.is_some()) {
+                self.metrics.n_cache_hits.add(1);
+                let refs: Vec<&M::Fragment> = chain
+                    .iter()
+                    .map(|slot| &**slot.resident.as_ref().expect("checked resident"))
+                    .collect();
+                return Ok(Some(Page {
+                    version: Version(entry.version),
+                    value: self.materializer.merge(&refs),
+                }));
+            }
+            let started = Instant::now();
+            let values = match self.chain_values(pid, chain) {
+                Ok(values) => values,
+                Err(error) => {
+                    // The cleaner may have moved the page and its old segment been reused
+                    // while we read: if the entry changed, read the new one.
+                    if self.table.load(pid.0, &guard) != current {
+                        continue;
+                    }
+                    return Err(error);
+                }
+            };
+            self.metrics.page_in_latency.record(started.elapsed());
+            Metrics::bump(&self.metrics.n_page_ins, 1);
+            // Keep what was read, if the page did not change meanwhile (if it did, the read
+            // value is still the one of `entry.version`, which is what this get returns).
+            let mut new_chain = Vec::with_capacity(chain.len());
+            let mut added_bytes = 0u64;
+            for (slot, value) in chain.iter().zip(&values) {
+                if slot.resident.is_some() {
+                    new_chain.push(slot.clone());
+                } else {
+                    let size = self.materializer.size_in_bytes(value) as u64;
+                    added_bytes += size;
+                    new_chain.push(Slot {
+                        location: slot.location,
+                        resident: Some(Arc::clone(value)),
+                        resident_bytes: size,
+                    });
+                }
+            }
+            let refs: Vec<&M::Fragment> = values.iter().map(|value| &**value).collect();
+            let page = Page {
+                version: Version(entry.version),
+                value: self.materializer.merge(&refs),
+            };
+            let resident = Entry::new(entry.version, PageState::Live(new_chain));
+            if self
+                .table
+                .cas(pid.0, current, Owned::new(resident), &guard)
+                .is_ok()
+            {
+                retire(&guard, current);
+                self.account(added_bytes as i64, 0);
+            }
+            drop(guard);
+            self.maybe_evict();
+            return Ok(Some(page));
+        }
+    }
+
+    /// The decoded fragments of a chain, reading the ones not resident from disk.
+    fn chain_values(
+        &self,
+        pid: PageId,
+        chain: &[Slot<M::Fragment>],
+    ) -> Result<Vec<Arc<M::Fragment>>> {
+        let mut values = Vec::with_capacity(chain.len());
+        for slot in chain {
+            match &slot.resident {
+                Some(value) => values.push(Arc::clone(value)),
+                None => {
+                    values.push(Arc::new(self.read_fragment(pid, slot.location)?));
+                    Metrics::bump(&self.metrics.n_fragments_paged_in, 1);
+                }
+            }
+        }
+        Ok(values)
+    }
+
+    /// Reads and decodes one fragment from disk.
+    fn read_fragment(&self, pid: PageId, location: Location) -> Result<M::Fragment> {
+        let bytes = self.log.read(location)?;
+        let corrupt = |reason: String| Error::corruption(Some(pid), Some(location.lsn), reason);
+        let (kind, record_pid, body) = record::decode_record(&bytes).map_err(corrupt)?;
+        if record_pid != pid || !matches!(kind, RecordKind::Base | RecordKind::Delta) {
+            return Err(corrupt(format!(
+                "expected a fragment of page {}, found a {kind:?} record of page {}",
+                pid.0, record_pid.0
+            )));
+        }
+        self.materializer
+            .decode(body)
+            .map_err(|error| corrupt(format!("the materializer refused the fragment: {error}")))
+    }
+
+    /// Writes the metadata record; the caller holds the meta lock, so records are in lock
+    /// order.
+    pub(crate) fn write_meta(&self, state: &mut MetaState, meta: Meta) -> Result<Lsn> {
+        let mut body = vec![0u8; RECORD_HEADER_LEN];
+        meta.encode(&mut body);
+        record::put_record_header(&mut body, RecordKind::Meta, PageId(0));
+        let location = self.log.write(&body)?;
+        let old_len = if state.lsn == Lsn(0) && state.frame_len_bytes == 0 {
+            0
+        } else {
+            state.frame_len_bytes
+        };
+        self.account(0, location.frame_len_bytes() as i64 - old_len as i64);
+        state.meta = meta;
+        state.lsn = location.lsn;
+        state.frame_len_bytes = location.frame_len_bytes();
+        Ok(location.lsn)
+    }
+
+    // ---- eviction -------------------------------------------------------------------------
+
+    /// Runs the CLOCK hand while resident bytes exceed the budget. Only one thread runs it
+    /// at a time (`try_lock`: others carry on); reads only set a bit in the entry.
+    ///
+    /// CLOCK was chosen over an LRU list or S3-FIFO because a hit costs one relaxed load (and
+    /// a store only when the bit was clear), with no list to move the page in and no lock;
+    /// the hand walks the page table itself, so the cache needs no memory of its own per page.
+    /// Fragments not yet durable are skipped: reading them back could need a write.
+    pub(crate) fn maybe_evict(&self) {
+        let budget = self.config.cache_budget_bytes as i64;
+        if self.resident_bytes.load(Ordering::Relaxed) <= budget {
+            return;
+        }
+        let Ok(mut hand) = self.clock_hand.try_lock() else {
+            return;
+        };
+        let started = Instant::now();
+        let stable = self.log.stable_lsn();
+        let limit = self.next_pid.load(Ordering::Acquire).min(PAGE_ID_LIMIT);
+        if limit == 0 {
+            return;
+        }
+        // Two sweeps clear every bit and evict every unpinned page if need be.
+        let mut n_visited = 0u64;
+        while self.resident_bytes.load(Ordering::Relaxed) > budget && n_visited < 2 * limit + 1 {
+            let pid = *hand % limit;
+            *hand = pid + 1;
+            n_visited += 1;
+            let guard = epoch::pin();
+            let current = self.table.load(pid, &guard);
+            let Some(entry) = entry_ref(current) else {
+                continue;
+            };
+            let Some(chain) = entry.chain() else {
+                continue;
+            };
+            if !chain.iter().any(|slot| slot.resident.is_some()) {
+                continue;
+            }
+            if entry.referenced.swap(false, Ordering::Relaxed) {
+                continue;
+            }
+            let mut freed_bytes = 0u64;
+            let mut n_evicted = 0u64;
+            let new_chain: Vec<Slot<M::Fragment>> = chain
+                .iter()
+                .map(|slot| {
+                    if slot.resident.is_some() && slot.location.lsn < stable {
+                        freed_bytes += slot.resident_bytes;
+                        n_evicted += 1;
+                        Slot::on_disk(slot.location)
+                    } else {
+                        slot.clone()
+                    }
+                })
+                .collect();
+            if n_evicted == 0 {
+                continue;
+            }
+            let evicted = Entry::new(entry.version, PageState::Live(new_chain));
+            evicted.referenced.store(false, Ordering::Relaxed);
+            if self
+                .table
+                .cas(pid, current, Owned::new(evicted), &guard)
+                .is_ok()
+            {
+                retire(&guard, current);
+                self.account(-(freed_bytes as i64), 0);
+                Metrics::bump(&self.metrics.n_fragments_evicted, n_evicted);
+            }
+        }
+        self.metrics.eviction_latency.record(started.elapsed());
+    }
+
+    // ---- cleaning -------------------------------------------------------------------------
+
+    /// Whether the log spans more than the space target allows.
+    fn cleaning_wanted(&self, cursor: Lsn) -> bool {
+        let span = self.log.tip().0.saturating_sub(cursor.0);
+        let live = self.live_bytes.load(Ordering::Relaxed).max(0) as f64;
+        let allowed = (self.config.space_amplification_target * live) as u64;
+        span > allowed.max(self.min_span_bytes())
+    }
+
+    /// The span the cleaner never tries to go below: the segments the ring may have open
+    /// plus two, so an almost empty store is not cleaned in circles.
+    fn min_span_bytes(&self) -> u64 {
+        let log = self.log.config();
+        (u64::from(log.n_io_bufs()) + 2) * log.segment_len_bytes()
+    }
+
+    /// This write's share of cleaning: examine at most `clean_records_per_write` records of
+    /// the oldest segment, relocating the pages that still use them; release the segment
+    /// once all its records are examined. One thread cleans at a time (`try_lock`).
+    ///
+    /// Cleaning goes in log order (the oldest segment first) rather than by lowest live
+    /// bytes: the log then stays one contiguous run of segments, so recovery remains a
+    /// prefix scan in which every gap is damage, never a cleaned hole. Under uniform
+    /// overwrites this costs about 1.7 bytes written per user byte at a span of 1.3x live.
+    fn maybe_clean(&self) -> Result<()> {
+        let Ok(mut state) = self.cleaner.try_lock() else {
+            return Ok(());
+        };
+        if !self.cleaning_wanted(state.cursor) {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let result = self.clean_some(&mut state);
+        self.metrics.cleaning_latency.record(started.elapsed());
+        result
+    }
+
+    fn clean_some(&self, state: &mut CleanerState) -> Result<()> {
+        let geometry = self.log.config().geometry();
+        let segment_len = geometry.segment_len_bytes();
+        let mut budget = self.config.clean_records_per_write;
+        while budget > 0 && self.cleaning_wanted(state.cursor) {
+            let segment_end = match state.loaded_segment_end {
+                Some(end) => end,
+                None => {
+                    let end = Lsn((state.cursor.0 / segment_len + 1) * segment_len);
+                    if end > self.log.stable_lsn() {
+                        // The oldest segment is not even durable yet: nothing to clean.
+                        return Ok(());
+                    }
+                    let mut records = Vec::new();
+                    for item in self.log.iter_from(state.cursor)? {
+                        let (location, bytes) = item?;
+                        if location.lsn >= end {
+                            break;
+                        }
+                        let (kind, pid, _) = record::decode_record(&bytes).map_err(|reason| {
+                            Error::corruption(None, Some(location.lsn), reason)
+                        })?;
+                        records.push((location, kind, pid));
+                    }
+                    records.reverse();
+                    state.pending = records;
+                    state.loaded_segment_end = Some(end);
+                    end
+                }
+            };
+            if let Some((location, kind, pid)) = state.pending.pop() {
+                budget -= 1;
+                if matches!(kind, RecordKind::Base | RecordKind::Delta) {
+                    self.relocate(pid, location.lsn, segment_end)?;
+                }
+                continue;
+            }
+            // Every record of the segment was examined. The metadata record moves too if it
+            // is still there; then everything below the segment's end may be reused.
+            {
+                let mut meta = lock(&self.meta);
+                if meta.lsn < segment_end && meta.frame_len_bytes > 0 {
+                    let copy = meta.meta.clone();
+                    self.write_meta(&mut meta, copy)?;
+                }
+            }
+            state.cursor = segment_end;
+            state.loaded_segment_end = None;
+            self.log.release_before(segment_end);
+            Metrics::bump(&self.metrics.n_segments_cleaned, 1);
+        }
+        Ok(())
+    }
+
+    /// Rewrites `pid` as one merged base at the tip if its chain still uses the record at
+    /// `lsn` (or anything else below `below`). Keeps the page's version.
+    fn relocate(&self, pid: PageId, lsn: Lsn, below: Lsn) -> Result<()> {
+        loop {
+            let guard = epoch::pin();
+            let current = self.table.load(pid.0, &guard);
+            let Some(entry) = entry_ref(current) else {
+                return Ok(());
+            };
+            let Some(chain) = entry.chain() else {
+                return Ok(());
+            };
+            if !chain
+                .iter()
+                .any(|slot| slot.location.lsn == lsn || slot.location.lsn < below)
+            {
+                return Ok(());
+            }
+            let values = match self.chain_values(pid, chain) {
+                Ok(values) => values,
+                Err(_) if self.table.load(pid.0, &guard) != current => continue,
+                Err(error) => return Err(error),
+            };
+            let refs: Vec<&M::Fragment> = values.iter().map(|value| &**value).collect();
+            let value = Arc::new(self.materializer.merge(&refs));
+            let mut body = encode_body(self, RecordKind::Base, &value);
+            record::put_record_header(&mut body, RecordKind::Base, pid);
+            let size = self.materializer.size_in_bytes(&value) as u64;
+            let mut reservation = self.log.reserve(body.len())?;
+            reservation.buffer_mut().copy_from_slice(&body);
+            let location = reservation.location();
+            let moved = Entry::new(
+                entry.version,
+                PageState::Live(vec![Slot {
+                    location,
+                    resident: Some(value),
+                    resident_bytes: size,
+                }]),
+            );
+            let resident_delta = moved.resident_bytes() as i64 - entry.resident_bytes() as i64;
+            let live_delta = moved.live_bytes() as i64 - entry.live_bytes() as i64;
+            match self.table.cas(pid.0, current, Owned::new(moved), &guard) {
+                Ok(_) => {
+                    retire(&guard, current);
+                    drop(guard);
+                    reservation.complete()?;
+                    self.account(resident_delta, live_delta);
+                    Metrics::bump(&self.metrics.n_relocations, 1);
+                    Metrics::bump(&self.metrics.relocated_bytes, location.frame_len_bytes());
+                    return Ok(());
+                }
+                Err(_) => {
+                    drop(guard);
+                    reservation.abort()?;
+                }
+            }
+        }
+    }
+
+    pub(crate) fn stats(&self) -> Stats {
+        let cursor = lock(&self.cleaner).cursor;
+        let geometry = self.log.config().geometry();
+        let n_segments = self
+            .log
+            .with_accountant(|accountant| accountant.n_segments_in_file());
+        Stats {
+            resident_bytes: self.resident_bytes.load(Ordering::Relaxed).max(0) as u64,
+            cache_budget_bytes: self.config.cache_budget_bytes,
+            live_bytes: self.live_bytes.load(Ordering::Relaxed).max(0) as u64,
+            log_span_bytes: self.log.tip().0.saturating_sub(cursor.0),
+            file_len_bytes: n_segments * geometry.segment_len_bytes(),
+            page_table_bytes: self.table.node_bytes() as u64,
+            page_id_high_water: self.next_pid.load(Ordering::Relaxed),
+        }
+    }
+}
