@@ -1,8 +1,117 @@
 //! The page cache: a lock-free map from page ids to chains of fragments, persisted through the
 //! log, merged by the caller's [`Materializer`], cached within a byte budget, cleaned so the
-//! file stays small, and reopened quickly from snapshots.
+//! file stays small, and reopened quickly from snapshots. This is what a Bw-tree, a B-link tree
+//! or a key-value store builds on.
 //!
-//! (Crate documentation with a runnable example is written below.)
+//! ```
+//! use std::sync::Arc;
+//! use iobuf::storage::SimStorage;
+//! use pagecache::{Config, DecodeError, Materializer, PageCache};
+//!
+//! /// A page is a list of numbers; a delta appends one.
+//! struct Numbers;
+//!
+//! impl Materializer for Numbers {
+//!     type Fragment = Vec<u64>;
+//!     fn encode(&self, fragment: &Vec<u64>, out: &mut Vec<u8>) {
+//!         for n in fragment {
+//!             out.extend_from_slice(&n.to_le_bytes());
+//!         }
+//!     }
+//!     fn decode(&self, bytes: &[u8]) -> Result<Vec<u64>, DecodeError> {
+//!         if bytes.len() % 8 != 0 {
+//!             return Err(DecodeError::new("not a whole number of u64s"));
+//!         }
+//!         Ok(bytes.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect())
+//!     }
+//!     fn merge(&self, chain: &[&Vec<u64>]) -> Vec<u64> {
+//!         chain.iter().flat_map(|fragment| fragment.iter().copied()).collect()
+//!     }
+//!     fn size_in_bytes(&self, fragment: &Vec<u64>) -> usize {
+//!         8 * fragment.len()
+//!     }
+//! }
+//!
+//! let storage = Arc::new(SimStorage::new()); // or PageCache::open_dir("/var/lib/mydb", ...)
+//! let config = Config::builder().cache_budget_bytes(64 << 20).build()?;
+//! let (cache, _report) = PageCache::open(storage.clone(), config.clone(), Numbers)?;
+//!
+//! let (pid, allocated) = cache.allocate(vec![1, 2])?;
+//! let written = cache.link(pid, allocated.version, vec![3])?.expect("nobody else writes");
+//! // A write against an old version changes nothing and gives the fragment back.
+//! let stale = cache.link(pid, allocated.version, vec![4])?.unwrap_err();
+//! assert_eq!(stale.fragment, vec![4]);
+//! assert_eq!(stale.current, Some(written.version));
+//! cache.set_root("numbers", None, Some(pid))?.expect("no root yet");
+//! cache.make_stable(written.lsn)?; // durable: one group-committed sync
+//! cache.close()?;
+//!
+//! let (cache, report) = PageCache::open(storage, config, Numbers)?;
+//! let pid = cache.root("numbers").expect("roots survive restarts");
+//! assert_eq!(cache.get(pid)?.expect("live").value, vec![1, 2, 3]);
+//! println!("{report}");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # How it works
+//!
+//! * **Page table.** A three-level radix tree of page ids (`table.rs`), nodes allocated on
+//!   first use, so memory follows the ids in use (the original allocated 2 MiB per level up
+//!   front). Each slot points at an immutable entry: the page's version and its chain, each
+//!   fragment with its log location and, when resident, its decoded value. Every change
+//!   builds a new entry and installs it with one CAS; replaced entries are reclaimed with
+//!   `crossbeam-epoch`.
+//! * **Writes.** `link`, `replace` and `free` load the entry, check the caller's version,
+//!   reserve the record in the log, CAS, then complete the record (or abort it when the CAS
+//!   lost). The reservation comes after the load and the CAS needs an unchanged entry, so per
+//!   page the order of successful writes is their LSN order and replay rebuilds each chain
+//!   exactly. A stale version writes nothing and hands the fragment back in [`Stale`]. Every
+//!   write returns its LSN for [`PageCache::make_stable`]. A chain reaching
+//!   `consolidate_after_fragments` is merged by the writer, never by a reader.
+//! * **Reads.** [`PageCache::get`] merges the resident chain; fragments that were evicted are
+//!   read back with positional reads (`Log::read`), decoded, and kept if the page did not
+//!   change meanwhile. A read never writes to the log and never waits for a write: only
+//!   fragments already durable are evicted.
+//! * **Cache.** Resident fragments are charged (`Materializer::size_in_bytes`) against
+//!   `cache_budget_bytes`. A CLOCK hand walks the page table when the budget is exceeded; a
+//!   hit only sets a bit in the entry (no lock, no list). Resident bytes stay within the budget
+//!   plus fragments not yet durable plus what concurrent readers page in at once.
+//! * **Cleaning.** Each write examines a bounded number of records of the oldest segment and
+//!   rewrites (as one merged base at the tip) every page that still uses one; once the whole
+//!   segment is examined it is released, and the log reuses it when the release is durable.
+//!   Cleaning runs while the log spans more than `space_amplification_target` times the live
+//!   bytes, which keeps the data file within about 1.5x the live data. Large values are
+//!   rewritten like any record (a new blob file); the old blob file is deleted when its
+//!   pointer's segment is released, so none leaks.
+//! * **Snapshots.** Every `snapshot_every_bytes` of log, a background thread walks the table
+//!   and writes the locations of every page through `recovery::SnapshotStore` (atomic rename,
+//!   checksum, directory sync, previous one kept until the new one is durable). Opening loads
+//!   the newest valid one and replays only the log after it. Snapshots only shorten replay:
+//!   the cleaner never releases a segment holding a live page, so the log alone always holds
+//!   every page (`docs/format.md` explains the replay rules).
+//! * **Roots and ids.** Named roots and the id generator's durable high-water mark live in one
+//!   small metadata record, rewritten whole on change (under a lock page operations never
+//!   take) and moved by the cleaner like a page.
+//!
+//! # Invariants
+//!
+//! * A page's version changes on every write to it and never on eviction, page-in or
+//!   relocation, so only real conflicts fail a CAS.
+//! * A freed id is reused only once its free record is durable; a stale `free` changes nothing
+//!   (the original put the id on the free list anyway).
+//! * The cleaner releases a segment only after every page that used it has a newer base above
+//!   it; the log applies the release only once that base is durable.
+//! * Resident bytes are counted per fragment and updated by the CAS that changes them.
+//!
+//! # What this crate does not do
+//!
+//! * No transactions across pages: each write is atomic on its page alone. Build multi-page
+//!   atomicity above (a Bw-tree's structure modifications are designed for this).
+//! * Versions are not persisted: after a restart, read a page to get its version.
+//! * Cleaning picks segments in log order, not by lowest live bytes, so the log stays one
+//!   contiguous run and recovery a prefix scan; the price is some write amplification under
+//!   skewed workloads.
+//! * Snapshots are full: each lists every page's locations (about 25 bytes per fragment).
 #![deny(unsafe_code)]
 
 mod cache;
