@@ -1,10 +1,10 @@
 //! Project automation: `cargo xtask ci` and its steps.
 //!
 //! `cargo xtask ci` is the one command a developer or CI runs: it performs every step of
-//! [`STEPS`] in order (fmt, clippy, test, doc, tidy), prints a banner and the elapsed time for
+//! [`STEPS`] in order (fmt, clippy, test, stress, doc, tidy), prints a banner and the elapsed time for
 //! each, stops at the first failure and says which step failed (non-zero exit). Every step is
 //! also its own subcommand (`cargo xtask tidy`). A step is one entry in [`STEPS`]: adding a check
-//! (say, a short run of the stress program) means adding one entry there.
+//! (like the short runs of the stress program) means adding one entry there.
 //!
 //! `--full` (or `XTASK_FULL=1`) is the long mode: the test step gets `PROPTEST_CASES=10000` and
 //! `PAGELOG_LONG=1`, which the crates read to run more cases. The default mode sets nothing;
@@ -49,6 +49,11 @@ const STEPS: &[Step] = &[
         name: "test",
         about: "cargo test --workspace [--release]; --full sets PROPTEST_CASES=10000 PAGELOG_LONG=1",
         run: test,
+    },
+    Step {
+        name: "stress",
+        about: "short runs of the stress program (release): a 2 s log run, a 3-kill crash loop",
+        run: stress,
     },
     Step {
         name: "doc",
@@ -336,6 +341,39 @@ fn test(ctx: &Context) -> Result<(), String> {
     cargo(ctx, &args, &envs)
 }
 
+/// The stress program's runs in the `stress` step: each must exit 0 (verification passed).
+/// Short on purpose (a few seconds each after the release build), so the program cannot rot.
+const STRESS_RUNS: &[&[&str]] = &[
+    &[
+        "run",
+        "--release",
+        "-p",
+        "stress",
+        "--",
+        "log",
+        "--duration-secs",
+        "2",
+    ],
+    &[
+        "run",
+        "--release",
+        "-p",
+        "stress",
+        "--",
+        "--crash-loop",
+        "3",
+        "--kill-within-ms",
+        "500",
+    ],
+];
+
+fn stress(ctx: &Context) -> Result<(), String> {
+    for args in STRESS_RUNS {
+        cargo(ctx, args, &[])?;
+    }
+    Ok(())
+}
+
 /// `-D warnings` added to whatever RUSTDOCFLAGS the caller already has.
 fn rustdocflags(existing: Option<&str>) -> String {
     match existing.map(str::trim) {
@@ -382,7 +420,7 @@ mod tests {
     #[test]
     fn ci_steps_run_in_the_documented_order() {
         let names: Vec<_> = STEPS.iter().map(|s| s.name).collect();
-        assert_eq!(names, ["fmt", "clippy", "test", "doc", "tidy"]);
+        assert_eq!(names, ["fmt", "clippy", "test", "stress", "doc", "tidy"]);
     }
 
     #[test]
