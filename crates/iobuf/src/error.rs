@@ -60,7 +60,7 @@ pub enum LogError {
         len_bytes: u64,
     },
     /// Bytes on disk are not what the log wrote there.
-    #[error("corruption in segment {segment} at offset {offset_in_segment}: {reason}")]
+    #[error("corruption in {segment} at offset {offset_in_segment}: {reason}")]
     Corruption {
         /// The physical segment.
         segment: SegmentId,

@@ -619,7 +619,7 @@ impl LogIter<'_> {
         if header.base_lsn != base {
             return Err(LogError::NoMessage {
                 lsn: self.next_lsn,
-                reason: format!("segment {segment} was reused while iterating: {header:?}"),
+                reason: format!("{segment} was reused while iterating: {header:?}"),
             });
         }
         let mut scanner = format::FrameScanner::new(&bytes, base, SEGMENT_HEADER_LEN, header.salt);

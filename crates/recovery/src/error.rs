@@ -37,7 +37,7 @@ pub enum RecoveryError {
     },
     /// Damage before the last point known to be durable: recovering past it would silently
     /// drop acknowledged data, so the open fails instead.
-    #[error("corruption in segment {segment} at offset {offset_in_segment}: {reason}")]
+    #[error("corruption in {segment} at offset {offset_in_segment}: {reason}")]
     Corruption {
         /// The physical segment.
         segment: SegmentId,
@@ -68,5 +68,30 @@ impl RecoveryError {
             op,
             source: Arc::new(source),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `SegmentId` prints as "segment N" itself; the message once said "segment segment N".
+    #[test]
+    fn corruption_names_the_segment_once() {
+        let error = RecoveryError::Corruption {
+            segment: SegmentId(3),
+            offset_in_segment: 4924,
+            reason: "frame checksum mismatch".to_string(),
+        };
+        assert_eq!(
+            error.to_string(),
+            "corruption in segment 3 at offset 4924: frame checksum mismatch"
+        );
+        let error = LogError::Corruption {
+            segment: SegmentId(3),
+            offset_in_segment: 7,
+            reason: "x".to_string(),
+        };
+        assert_eq!(error.to_string(), "corruption in segment 3 at offset 7: x");
     }
 }

@@ -463,7 +463,7 @@ impl Scan {
         }
         let witness = witness.map_or_else(
             || "a buffer marker in the recovered log".to_string(),
-            |(segment, offset)| format!("a buffer marker in segment {segment} at offset {offset}"),
+            |(segment, offset)| format!("a buffer marker in {segment} at offset {offset}"),
         );
         Err(match &outcome.end {
             ChainEnd::Cut {
