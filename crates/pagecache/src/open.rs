@@ -252,6 +252,7 @@ impl<M: Materializer> PageCache<M> {
             live_bytes: AtomicI64::new(live_bytes as i64),
             clock_hand: Mutex::new(0),
             cleaner: Mutex::new(CleanerState::new(log_start)),
+            clean_cursor: AtomicU64::new(log_start.0),
             meta: Mutex::new(MetaState {
                 meta,
                 lsn: meta_lsn,

@@ -42,8 +42,6 @@
 //! - No locking, no retry loops: every operation is a bounded number of loads and at most one
 //!   CAS per level, so there is nothing to back off from.
 #![allow(unsafe_code)]
-// The cache that uses this table is being written alongside it; until every function has a
-// caller outside the tests, unused items would fail `clippy -D warnings`.
 
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,0 +1,131 @@
+//! Space amplification under uniform overwrites: 10 000 pages of 100 bytes, each replaced
+//! again and again at random until the log has been rewritten about five times over. In the
+//! steady state the data file must stay within 1.5x the live bytes. The ratio and the write
+//! amplification (bytes the log wrote over bytes the user wrote) are printed. The bound
+//! assumes durability every 100 writes (see `FLUSH_EVERY_WRITES`).
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{Concat, count};
+use iobuf::storage::SimStorage;
+use pagecache::{Config, PageCache, PageId};
+
+const N_PAGES: u64 = 10_000;
+const VALUE_LEN_BYTES: usize = 100;
+/// The durability lag. A segment the cleaner released becomes reusable only once a later
+/// segment header recording the release is durable (safe reuse), so the file holds the span
+/// the cleaner keeps (about 1.3x live) plus the segments written since the last sync. Measured
+/// on this workload: file/live 1.48 flushing every 100 writes, 1.58 every 500, 1.97 every 2000,
+/// with the span at 1.32x live in all three.
+const FLUSH_EVERY_WRITES: u64 = 100;
+
+fn config() -> Config {
+    Config::builder()
+        .segment_len_bytes(64 << 10)
+        .io_buf_len_bytes(16 << 10)
+        .n_io_bufs(4)
+        .blob_threshold_bytes(8 << 10)
+        .flush_every(None)
+        .cache_budget_bytes(4 << 20)
+        .background_snapshots(false)
+        .build()
+        .expect("valid")
+}
+
+/// A small deterministic generator (xorshift), so the workload is the same on every run.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+fn value(seed: u64) -> Vec<u8> {
+    (0..VALUE_LEN_BYTES)
+        .map(|i| (seed as usize + i) as u8)
+        .collect()
+}
+
+#[test]
+fn uniform_overwrites_keep_the_file_within_one_and_a_half_times_live() {
+    let storage = Arc::new(SimStorage::new());
+    let (cache, _) = PageCache::open(storage.clone(), config(), Concat).expect("open");
+    let mut user_bytes = 0u64;
+    let mut versions = Vec::with_capacity(N_PAGES as usize);
+    for pid in 0..N_PAGES {
+        let (allocated, written) = cache.allocate(value(pid)).expect("allocate");
+        assert_eq!(allocated, PageId(pid));
+        versions.push(written.version);
+        user_bytes += VALUE_LEN_BYTES as u64;
+    }
+    cache.flush().expect("flush");
+    let live_after_fill = cache.stats().live_bytes;
+
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut n_writes = 0u64;
+    let mut max_ratio_late = 0f64;
+    let target_bytes = 5 * live_after_fill;
+    let written_at_start = count(&cache.log_metrics().written_bytes);
+    while count(&cache.log_metrics().written_bytes) - written_at_start < target_bytes {
+        let pid = rng.next() % N_PAGES;
+        let written = cache
+            .replace(PageId(pid), versions[pid as usize], value(n_writes))
+            .expect("replace")
+            .expect("single writer");
+        versions[pid as usize] = written.version;
+        user_bytes += VALUE_LEN_BYTES as u64;
+        n_writes += 1;
+        if n_writes.is_multiple_of(FLUSH_EVERY_WRITES) {
+            cache.flush().expect("flush");
+            // The steady state: after the log was rewritten twice over.
+            if count(&cache.log_metrics().written_bytes) - written_at_start > 2 * live_after_fill {
+                let stats = cache.stats();
+                max_ratio_late =
+                    max_ratio_late.max(stats.file_len_bytes as f64 / stats.live_bytes as f64);
+            }
+        }
+    }
+    cache.flush().expect("flush");
+
+    let stats = cache.stats();
+    let ratio = stats.file_len_bytes as f64 / stats.live_bytes as f64;
+    let span_ratio = stats.log_span_bytes as f64 / stats.live_bytes as f64;
+    let log_written = count(&cache.log_metrics().written_bytes);
+    let write_amplification = log_written as f64 / user_bytes as f64;
+    let metrics = cache.metrics();
+    eprintln!(
+        "{n_writes} overwrites; file {} B, live {} B: file/live {ratio:.2} (max in steady \
+         state {max_ratio_late:.2}), span/live {span_ratio:.2}; write amplification {:.2} \
+         ({log_written} B logged for {user_bytes} B of values); relocations {} ({} B), \
+         segments cleaned {}",
+        stats.file_len_bytes,
+        stats.live_bytes,
+        write_amplification,
+        count(&metrics.n_relocations),
+        count(&metrics.relocated_bytes),
+        count(&metrics.n_segments_cleaned),
+    );
+    assert!(
+        ratio <= 1.5,
+        "the data file is {ratio:.2}x the live bytes at the end"
+    );
+    assert!(
+        max_ratio_late <= 1.5,
+        "the data file reached {max_ratio_late:.2}x the live bytes in the steady state"
+    );
+
+    // Every page still reads back after a reopen.
+    cache.close().expect("close");
+    let (cache, _) = PageCache::open(storage, config(), Concat).expect("reopen");
+    for pid in (0..N_PAGES).step_by(97) {
+        let page = cache.get(PageId(pid)).expect("get").expect("live");
+        assert_eq!(page.value.len(), VALUE_LEN_BYTES);
+    }
+    cache.close().expect("close");
+}
