@@ -115,8 +115,15 @@ pub(crate) struct Inner<M: Materializer> {
     pub(crate) n_free_ids: AtomicUsize,
     pub(crate) resident_bytes: AtomicI64,
     pub(crate) live_bytes: AtomicI64,
-    /// The CLOCK hand: the next page id the eviction pass looks at.
-    pub(crate) clock_hand: Mutex<u64>,
+    /// Held by the thread running the eviction hand (others skip eviction: `try_lock`).
+    pub(crate) clock_hand: Mutex<()>,
+    /// The CLOCK ring: ids of pages that became resident, in that order. The hand takes
+    /// from the front and puts back at the end the pages it spares, so a pass visits resident
+    /// pages only, however sparse they are among all pages.
+    pub(crate) resident_ring: Mutex<VecDeque<u64>>,
+    /// The stable LSN (plus one) when a whole pass could not get under the budget: what is
+    /// left is not durable yet, so passes are skipped until the stable LSN moves.
+    pub(crate) evict_blocked_at: AtomicU64,
     pub(crate) cleaner: Mutex<CleanerState>,
     /// A copy of the cleaner's cursor, so a write checks whether cleaning is wanted without
     /// touching the cleaner's lock.
@@ -221,6 +228,7 @@ impl<M: Materializer> PageCache<M> {
                     drop(guard);
                     reservation.complete()?;
                     inner.account(size as i64, location.frame_len_bytes() as i64);
+                    inner.became_resident(pid);
                     inner.metrics.n_writes.add(1);
                     inner.after_write();
                     return Ok((
@@ -590,12 +598,16 @@ impl<M: Materializer> Inner<M> {
             let entry = Entry::new(version, state);
             let resident_delta = entry.resident_bytes() as i64 - old.resident_bytes() as i64;
             let live_delta = entry.live_bytes() as i64 - old.live_bytes() as i64;
+            let became_resident = old.resident_bytes() == 0 && entry.resident_bytes() > 0;
             match self.table.cas(pid.0, current, Owned::new(entry), &guard) {
                 Ok(_) => {
                     retire(&guard, current);
                     drop(guard);
                     reservation.complete()?;
                     self.account(resident_delta, live_delta);
+                    if became_resident {
+                        self.became_resident(pid.0);
+                    }
                     self.metrics.n_writes.add(1);
                     if merged.is_some() {
                         Metrics::bump(&self.metrics.n_consolidations, 1);
@@ -736,12 +748,16 @@ impl<M: Materializer> Inner<M> {
                 .cas(pid.0, current, Owned::new(resident), &guard)
                 .is_ok()
             {
+                let was_resident = entry.resident_bytes() > 0;
                 retire(&guard, current);
                 self.account(added_bytes as i64, 0);
+                if !was_resident {
+                    self.became_resident(pid.0);
+                }
             }
             drop(guard);
             match hand {
-                Some(mut hand) => self.evict_pass(&mut hand, budget),
+                Some(_hand) => self.evict_pass(budget),
                 None => self.maybe_evict(),
             }
             return Ok(Some(page));
@@ -809,50 +825,54 @@ impl<M: Materializer> Inner<M> {
     ///
     /// CLOCK was chosen over an LRU list or S3-FIFO because a hit costs one relaxed load (and
     /// a store only when the bit was clear), with no list to move the page in and no lock;
-    /// the hand walks the page table itself, so the cache needs no memory of its own per page.
+    /// the hand walks a ring of the pages that became resident (one `u64` per resident page,
+    /// pushed only when a page goes from no resident fragment to some), so a pass visits
+    /// resident pages only, however small the budget is next to the data.
     /// Fragments not yet durable are skipped: reading them back could need a write.
     pub(crate) fn maybe_evict(&self) {
         let budget = self.config.cache_budget_bytes as i64;
         if self.resident_bytes.load(Ordering::Relaxed) <= budget {
             return;
         }
-        let Ok(mut hand) = self.clock_hand.try_lock() else {
+        if self.evict_blocked_at.load(Ordering::Relaxed) == self.log.stable_lsn().0 + 1 {
+            return;
+        }
+        let Ok(_hand) = self.clock_hand.try_lock() else {
             return;
         };
-        self.evict_pass(&mut hand, budget);
+        self.evict_pass(budget);
     }
 
     /// One run of the CLOCK hand while resident bytes exceed `budget` (the caller holds the
     /// hand): at most two sweeps of the table.
-    fn evict_pass(&self, hand: &mut u64, budget: i64) {
+    fn evict_pass(&self, budget: i64) {
         let started = Instant::now();
         let stable = self.log.stable_lsn();
-        let limit = self.next_pid.load(Ordering::Acquire).min(PAGE_ID_LIMIT);
-        if limit == 0 {
-            return;
-        }
-        // Two sweeps clear every bit and evict every unpinned page if need be.
-        let mut n_visited = 0u64;
-        while self.resident_bytes.load(Ordering::Relaxed) > budget && n_visited < 2 * limit + 1 {
-            let pid = *hand % limit;
-            *hand = pid + 1;
+        // Two rounds of the ring clear every bit and evict every durable fragment if need be;
+        // pages still holding fragments that are not durable go back for a later pass.
+        let n_to_visit = 2 * lock(&self.resident_ring).len() + 1;
+        let mut n_visited = 0usize;
+        while self.resident_bytes.load(Ordering::Relaxed) > budget && n_visited < n_to_visit {
+            let Some(pid) = lock(&self.resident_ring).pop_front() else {
+                break;
+            };
             n_visited += 1;
             let guard = epoch::pin();
             let current = self.table.load(pid, &guard);
-            let Some(entry) = entry_ref(current) else {
-                continue;
+            let Some(chain) = entry_ref(current).and_then(|entry| entry.chain()) else {
+                continue; // freed: it leaves the ring
             };
-            let Some(chain) = entry.chain() else {
-                continue;
-            };
+            let entry = entry_ref(current).expect("checked above");
             if !chain.iter().any(|slot| slot.resident.is_some()) {
-                continue;
+                continue; // already evicted: it leaves the ring
             }
             if entry.referenced.swap(false, Ordering::Relaxed) {
+                lock(&self.resident_ring).push_back(pid);
                 continue;
             }
             let mut freed_bytes = 0u64;
             let mut n_evicted = 0u64;
+            let mut n_kept = 0u64;
             let new_chain: Vec<Slot<M::Fragment>> = chain
                 .iter()
                 .map(|slot| {
@@ -861,26 +881,48 @@ impl<M: Materializer> Inner<M> {
                         n_evicted += 1;
                         Slot::on_disk(slot.location)
                     } else {
+                        n_kept += u64::from(slot.resident.is_some());
                         slot.clone()
                     }
                 })
                 .collect();
+            if n_kept > 0 {
+                lock(&self.resident_ring).push_back(pid);
+            }
             if n_evicted == 0 {
                 continue;
             }
             let evicted = Entry::new(entry.version, PageState::Live(new_chain));
             evicted.referenced.store(false, Ordering::Relaxed);
-            if self
-                .table
-                .cas(pid, current, Owned::new(evicted), &guard)
-                .is_ok()
-            {
-                retire(&guard, current);
-                self.account(-(freed_bytes as i64), 0);
-                Metrics::bump(&self.metrics.n_fragments_evicted, n_evicted);
+            match self.table.cas(pid, current, Owned::new(evicted), &guard) {
+                Ok(_) => {
+                    retire(&guard, current);
+                    self.account(-(freed_bytes as i64), 0);
+                    Metrics::bump(&self.metrics.n_fragments_evicted, n_evicted);
+                }
+                // The page changed meanwhile; if it is still resident, the next pass sees it.
+                Err(_) if n_kept == 0 => lock(&self.resident_ring).push_back(pid),
+                Err(_) => {}
             }
         }
+        Metrics::bump(&self.metrics.n_eviction_visits, n_visited as u64);
+        if self.resident_bytes.load(Ordering::Relaxed) > budget && n_visited >= n_to_visit {
+            self.evict_blocked_at.store(stable.0 + 1, Ordering::Relaxed);
+        }
         self.metrics.eviction_latency.record(started.elapsed());
+    }
+
+    /// Puts a page that just became resident (none of its fragments was) on the CLOCK ring.
+    fn became_resident(&self, pid: u64) {
+        let mut ring = lock(&self.resident_ring);
+        ring.push_back(pid);
+        // A page freed and allocated again, or evicted and read again before the hand passed,
+        // can be on the ring twice; keep the ring proportional to the pages.
+        let limit = 2 * self.next_pid.load(Ordering::Relaxed) as usize + 64;
+        if ring.len() > limit {
+            let mut seen = std::collections::HashSet::with_capacity(ring.len());
+            ring.retain(|pid| seen.insert(*pid));
+        }
     }
 
     // ---- cleaning -------------------------------------------------------------------------
@@ -1021,12 +1063,16 @@ impl<M: Materializer> Inner<M> {
             );
             let resident_delta = moved.resident_bytes() as i64 - entry.resident_bytes() as i64;
             let live_delta = moved.live_bytes() as i64 - entry.live_bytes() as i64;
+            let became_resident = entry.resident_bytes() == 0;
             match self.table.cas(pid.0, current, Owned::new(moved), &guard) {
                 Ok(_) => {
                     retire(&guard, current);
                     drop(guard);
                     reservation.complete()?;
                     self.account(resident_delta, live_delta);
+                    if became_resident {
+                        self.became_resident(pid.0);
+                    }
                     Metrics::bump(&self.metrics.n_relocations, 1);
                     Metrics::bump(&self.metrics.relocated_bytes, location.frame_len_bytes());
                     return Ok(());

@@ -58,6 +58,8 @@ pub struct Metrics {
     pub n_fragments_paged_in: AtomicU64,
     /// Fragments dropped from memory by the eviction hand.
     pub n_fragments_evicted: AtomicU64,
+    /// Pages the eviction hand looked at (its work, whether it evicted or not).
+    pub n_eviction_visits: AtomicU64,
     /// Successful writes: allocations, links, replaces and frees.
     pub n_writes: Counter,
     /// Writes refused because the caller's version was stale.

@@ -250,7 +250,9 @@ impl<M: Materializer> PageCache<M> {
             n_free_ids: AtomicUsize::new(n_free_ids),
             resident_bytes: AtomicI64::new(0),
             live_bytes: AtomicI64::new(live_bytes as i64),
-            clock_hand: Mutex::new(0),
+            clock_hand: Mutex::new(()),
+            resident_ring: Mutex::new(VecDeque::new()),
+            evict_blocked_at: AtomicU64::new(0),
             cleaner: Mutex::new(CleanerState::new(log_start)),
             clean_cursor: AtomicU64::new(log_start.0),
             meta: Mutex::new(MetaState {

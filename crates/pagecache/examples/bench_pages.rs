@@ -1,0 +1,869 @@
+//! Benchmark of the page cache against ceilings measured in the same run and against the
+//! figures of the original `pagecache` 0.17.
+//!
+//! Run with
+//! `cargo run --release -p pagecache --example bench_pages -- [--dir PATH] [--quick]`.
+//!
+//! The machines this project runs on are shared and noisy, so each figure is printed next to
+//! a ceiling measured a few seconds earlier on the same directory, or next to the original's
+//! figure (measured on a machine of the same kind, not in this run), with its target.
+//!
+//! * C1: 4 KiB `write_all_at` + `sync_data` (fdatasync) on a preallocated 1 MiB region.
+//! * C3: one thread incrementing one `AtomicU64` with `compare_exchange`.
+//! * B1/B2: 100 000 pages of 100-byte fragments; 50 % `link` (a `get` for the version, then
+//!   the `link`) and 50 % `get` on random pages, 1 and 2 threads; a cache budget that holds
+//!   everything and the default background flush. Compared with the original's 447 k ops/s
+//!   (1 thread) and 829 k ops/s (2 threads).
+//! * P: `get` of paged-out pages: 100 000 pages written with a tiny cache budget, closed, the
+//!   OS page cache dropped, reopened, dropped again, then random gets. Compared with random
+//!   4 KiB `pread`s on the same data file after dropping the OS page cache again.
+//! * R: reopen time after 1 000 000 small updates (100-byte `link`s) on 100 000 pages, with
+//!   the default snapshot settings, warm and with the OS page cache dropped. Compared with the
+//!   original's 2.25 s.
+//! * S: data file length over live bytes after those updates (the original: 6.45).
+//!
+//! Every page's value is the XOR of its fragments, so the merged value depends on every
+//! fragment of the chain and R checks each page's value against a model after reopening.
+//!
+//! Everything is created under a fresh directory (inside `--dir PATH` when given, else inside
+//! `std::env::temp_dir()`) that is removed at the end, also when a step fails.
+
+use std::error::Error;
+use std::fs::{self, File, OpenOptions};
+use std::hint::black_box;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::sync::Barrier;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use pagecache::{Config, DecodeError, Materializer, Metrics, PageCache, PageId};
+
+type BoxError = Box<dyn Error + Send + Sync>;
+type BenchResult<T> = Result<T, BoxError>;
+
+const KIB: u64 = 1 << 10;
+const MIB: u64 = 1 << 20;
+
+/// Figures of the original `pagecache` 0.17 (from the issue; not measured in this run).
+const ORIGINAL_MIXED_1T_PER_S: f64 = 447e3;
+const ORIGINAL_MIXED_2T_PER_S: f64 = 829e3;
+const ORIGINAL_REOPEN_SECS: f64 = 2.25;
+const ORIGINAL_SPACE_AMPLIFICATION: f64 = 6.45;
+
+/// Targets from the issue.
+const TARGET_MIXED_VS_ORIGINAL: f64 = 4.0;
+const TARGET_PAGE_IN_VS_PREAD: f64 = 0.9;
+const TARGET_REOPEN_VS_ORIGINAL: f64 = 0.1;
+const TARGET_SPACE_AMPLIFICATION: f64 = 1.5;
+
+const N_PAGES: u64 = 100_000;
+const FRAGMENT_LEN_BYTES: usize = 100;
+/// Big enough for every fragment of B1/B2 (100 000 pages, chains of at most 8 fragments).
+const LARGE_CACHE_BUDGET_BYTES: u64 = 1 << 30;
+/// About 6 % of P's pages: nearly every get pages in. (A budget of a few KiB makes every
+/// eviction pass walk most of the page table to find the few resident pages; see the report.)
+const TINY_CACHE_BUDGET_BYTES: u64 = MIB;
+
+/// How long and how large each step is; `--quick` shrinks everything.
+struct Plan {
+    quick: bool,
+    c1_duration: Duration,
+    c3_duration: Duration,
+    mixed_duration: Duration,
+    n_paged_out_gets: u64,
+    n_updates: u64,
+}
+
+impl Plan {
+    fn new(quick: bool) -> Plan {
+        Plan {
+            quick,
+            c1_duration: Duration::from_millis(if quick { 500 } else { 2000 }),
+            c3_duration: Duration::from_millis(if quick { 300 } else { 1000 }),
+            mixed_duration: Duration::from_millis(if quick { 1000 } else { 5000 }),
+            n_paged_out_gets: if quick { 20_000 } else { 100_000 },
+            n_updates: if quick { 200_000 } else { 1_000_000 },
+        }
+    }
+}
+
+/// Page values are the XOR of their fragments (all `FRAGMENT_LEN_BYTES` long).
+struct Xor;
+
+impl Materializer for Xor {
+    type Fragment = Vec<u8>;
+
+    fn encode(&self, fragment: &Vec<u8>, out: &mut Vec<u8>) {
+        out.extend_from_slice(fragment);
+    }
+
+    fn decode(&self, bytes: &[u8]) -> Result<Vec<u8>, DecodeError> {
+        if bytes.len() != FRAGMENT_LEN_BYTES {
+            return Err(DecodeError::new(format!("{} bytes, not 100", bytes.len())));
+        }
+        Ok(bytes.to_vec())
+    }
+
+    fn merge(&self, chain: &[&Vec<u8>]) -> Vec<u8> {
+        let mut value = chain[0].clone();
+        for fragment in &chain[1..] {
+            xor_into(&mut value, fragment);
+        }
+        value
+    }
+
+    fn size_in_bytes(&self, fragment: &Vec<u8>) -> usize {
+        fragment.len() + std::mem::size_of::<Vec<u8>>()
+    }
+}
+
+fn xor_into(value: &mut [u8], fragment: &[u8]) {
+    for (byte, other) in value.iter_mut().zip(fragment) {
+        *byte ^= other;
+    }
+}
+
+/// A small fast PRNG (xorshift64*), one per thread.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn fragment(&mut self) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(FRAGMENT_LEN_BYTES);
+        while bytes.len() < FRAGMENT_LEN_BYTES {
+            bytes.extend_from_slice(&self.next().to_le_bytes());
+        }
+        bytes.truncate(FRAGMENT_LEN_BYTES);
+        bytes
+    }
+}
+
+struct Args {
+    dir: Option<PathBuf>,
+    quick: bool,
+}
+
+const USAGE: &str = "usage: bench_pages [--dir PATH] [--quick]\n\
+    \x20 --dir PATH  create the benchmark's scratch directory inside PATH (default: the temp dir)\n\
+    \x20 --quick     fewer operations and shorter loops (a smoke run)";
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        dir: None,
+        quick: false,
+    };
+    let mut argv = std::env::args().skip(1);
+    while let Some(arg) = argv.next() {
+        match arg.as_str() {
+            "--quick" => args.quick = true,
+            "--dir" => args.dir = Some(PathBuf::from(argv.next().ok_or("--dir needs a path")?)),
+            "-h" | "--help" => return Err(String::new()),
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    Ok(args)
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(args) => args,
+        Err(message) => {
+            if !message.is_empty() {
+                eprintln!("bench_pages: {message}");
+            }
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("bench_pages: failed: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Removes the scratch directory when dropped, so a failed step leaves nothing behind.
+struct ScratchDir {
+    path: PathBuf,
+}
+
+impl ScratchDir {
+    fn create(parent: &Path) -> BenchResult<ScratchDir> {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let path = parent.join(format!("bench_pages-{}-{nanos}", std::process::id()));
+        fs::create_dir_all(parent)?;
+        // `create_dir`, not `create_dir_all`: the directory must be new, never someone's data.
+        fs::create_dir(&path).map_err(|e| format!("creating {}: {e}", path.display()))?;
+        Ok(ScratchDir { path })
+    }
+
+    fn sub(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        if let Err(error) = fs::remove_dir_all(&self.path) {
+            eprintln!(
+                "bench_pages: could not remove {}: {error}",
+                self.path.display()
+            );
+        }
+    }
+}
+
+/// Operations done and the wall time they took.
+#[derive(Clone, Copy)]
+struct Measured {
+    n_ops: u64,
+    elapsed: Duration,
+}
+
+impl Measured {
+    fn per_second(&self) -> f64 {
+        self.n_ops as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// Whether a figure passes when its ratio is at least or at most the target.
+#[derive(Clone, Copy)]
+enum Target {
+    AtLeast(f64),
+    AtMost(f64),
+}
+
+/// One line of the final table.
+struct Row {
+    figure: &'static str,
+    value: String,
+    baseline: String,
+    ratio: Option<f64>,
+    target: Option<Target>,
+}
+
+impl Row {
+    fn ceiling(figure: &'static str, value: String) -> Row {
+        Row {
+            figure,
+            value,
+            baseline: "-".into(),
+            ratio: None,
+            target: None,
+        }
+    }
+
+    fn compared(
+        figure: &'static str,
+        value: String,
+        baseline: String,
+        ratio: f64,
+        target: Target,
+    ) -> Row {
+        Row {
+            figure,
+            value,
+            baseline,
+            ratio: Some(ratio),
+            target: Some(target),
+        }
+    }
+
+    fn result(&self) -> &'static str {
+        match (self.ratio, self.target) {
+            (Some(r), Some(Target::AtLeast(t))) if r >= t => "PASS",
+            (Some(r), Some(Target::AtMost(t))) if r <= t => "PASS",
+            (Some(_), Some(_)) => "FAIL",
+            _ => "-",
+        }
+    }
+}
+
+fn fmt_rate(per_second: f64) -> String {
+    if per_second >= 1e6 {
+        format!("{:.2} M/s", per_second / 1e6)
+    } else if per_second >= 1e3 {
+        format!("{:.1} k/s", per_second / 1e3)
+    } else {
+        format!("{per_second:.1} /s")
+    }
+}
+
+fn print_table(rows: &[Row]) {
+    let figure_w = rows
+        .iter()
+        .map(|r| r.figure.len())
+        .max()
+        .unwrap_or(6)
+        .max(6);
+    let value_w = rows.iter().map(|r| r.value.len()).max().unwrap_or(5).max(5);
+    let baseline_w = rows
+        .iter()
+        .map(|r| r.baseline.len())
+        .max()
+        .unwrap_or(8)
+        .max(8);
+    println!(
+        "{:<figure_w$}  {:>value_w$}  {:<baseline_w$}  {:>7}  {:>8}  result",
+        "figure", "value", "baseline", "ratio", "target"
+    );
+    println!(
+        "{}",
+        "-".repeat(figure_w + value_w + baseline_w + 7 + 8 + 6 + 10)
+    );
+    for row in rows {
+        let ratio = row.ratio.map_or("-".to_string(), |r| format!("{r:.3}"));
+        let target = match row.target {
+            Some(Target::AtLeast(t)) => format!(">= {t:.2}"),
+            Some(Target::AtMost(t)) => format!("<= {t:.2}"),
+            None => "-".to_string(),
+        };
+        println!(
+            "{:<figure_w$}  {:>value_w$}  {:<baseline_w$}  {ratio:>7}  {target:>8}  {}",
+            row.figure,
+            row.value,
+            row.baseline,
+            row.result()
+        );
+    }
+}
+
+fn run(args: &Args) -> BenchResult<()> {
+    let plan = Plan::new(args.quick);
+    let argv: Vec<String> = std::env::args().collect();
+    println!("argv: {}", argv.join(" "));
+    let parent = args.dir.clone().unwrap_or_else(std::env::temp_dir);
+    let scratch = ScratchDir::create(&parent)?;
+    println!(
+        "mode: {}; scratch dir {} (removed at the end); {} CPUs visible; build: {}",
+        if plan.quick { "--quick" } else { "default" },
+        scratch.path.display(),
+        thread::available_parallelism().map_or(0, |n| n.get()),
+        if cfg!(debug_assertions) {
+            "DEBUG (numbers meaningless, use --release)"
+        } else {
+            "release"
+        },
+    );
+    println!();
+    let mut rows = Vec::new();
+
+    // (a) Ceilings.
+    let c1 = ceiling_sync_writes(&scratch, plan.c1_duration)?;
+    println!(
+        "C1  4 KiB write_all_at + sync_data: {} ops in {:.2?} = {}",
+        c1.n_ops,
+        c1.elapsed,
+        fmt_rate(c1.per_second())
+    );
+    rows.push(Row::ceiling(
+        "C1 4 KiB pwrite + fdatasync",
+        fmt_rate(c1.per_second()),
+    ));
+    let c3 = ceiling_cas(plan.c3_duration);
+    println!(
+        "C3  uncontended CAS increment, 1 thread: {} ops in {:.2?} = {}",
+        c3.n_ops,
+        c3.elapsed,
+        fmt_rate(c3.per_second())
+    );
+    rows.push(Row::ceiling(
+        "C3 uncontended CAS",
+        fmt_rate(c3.per_second()),
+    ));
+    println!();
+
+    // (b) Mixed link/get on resident pages.
+    let mut mixed = Vec::new();
+    for (n_threads, original, figure) in [
+        (1, ORIGINAL_MIXED_1T_PER_S, "B1 50% link/50% get, 1 thread"),
+        (2, ORIGINAL_MIXED_2T_PER_S, "B2 50% link/50% get, 2 threads"),
+    ] {
+        let measured = mixed_workload(
+            &scratch.sub(&format!("b{n_threads}")),
+            n_threads,
+            plan.mixed_duration,
+        )?;
+        rows.push(Row::compared(
+            figure,
+            fmt_rate(measured.per_second()),
+            format!("0.17 {}", fmt_rate(original)),
+            measured.per_second() / original,
+            Target::AtLeast(TARGET_MIXED_VS_ORIGINAL),
+        ));
+        mixed.push(measured);
+    }
+    println!(
+        "B2/B1 scaling: {:.2}x with 2 threads (the original: {:.2}x)",
+        mixed[1].per_second() / mixed[0].per_second(),
+        ORIGINAL_MIXED_2T_PER_S / ORIGINAL_MIXED_1T_PER_S
+    );
+    println!();
+
+    // (c) Gets of paged-out pages against random 4 KiB preads.
+    let paged = paged_out_gets(&scratch.sub("p"), plan.n_paged_out_gets)?;
+    for (phase_idx, figure) in [
+        "P paged-out gets, cold OS cache",
+        "P same, OS cache warmed up",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (gets, preads) = (paged.gets[phase_idx], paged.preads[phase_idx]);
+        rows.push(Row::compared(
+            figure,
+            fmt_rate(gets.per_second()),
+            format!("pread {}", fmt_rate(preads.per_second())),
+            gets.per_second() / preads.per_second(),
+            Target::AtLeast(TARGET_PAGE_IN_VS_PREAD),
+        ));
+    }
+    println!();
+
+    // (d) and (e): reopen after many updates, space amplification.
+    let updated = updates_then_reopen(&scratch.sub("r"), plan.n_updates)?;
+    rows.push(Row::compared(
+        if plan.quick {
+            "R reopen after 200k updates"
+        } else {
+            "R reopen after 1M updates"
+        },
+        format!("{:.1?}", updated.reopen_warm),
+        format!("0.17 {ORIGINAL_REOPEN_SECS:.2} s"),
+        updated.reopen_warm.as_secs_f64() / ORIGINAL_REOPEN_SECS,
+        Target::AtMost(TARGET_REOPEN_VS_ORIGINAL),
+    ));
+    if let Some(cold) = updated.reopen_cold {
+        rows.push(Row::compared(
+            "R same, OS page cache dropped",
+            format!("{cold:.1?}"),
+            format!("0.17 {ORIGINAL_REOPEN_SECS:.2} s"),
+            cold.as_secs_f64() / ORIGINAL_REOPEN_SECS,
+            Target::AtMost(TARGET_REOPEN_VS_ORIGINAL),
+        ));
+    }
+    let amplification = updated.file_len_bytes as f64 / updated.live_bytes.max(1) as f64;
+    rows.push(Row::compared(
+        "S data file / live bytes",
+        format!("{amplification:.2}"),
+        format!("0.17 {ORIGINAL_SPACE_AMPLIFICATION:.2}"),
+        amplification,
+        Target::AtMost(TARGET_SPACE_AMPLIFICATION),
+    ));
+    println!();
+
+    print_table(&rows);
+    if !paged.caches_dropped {
+        println!(
+            "P ran with the OS page cache NOT dropped ({}): both sides read from memory.",
+            paged.drop_note
+        );
+    }
+    Ok(())
+}
+
+/// C1: 4 KiB positional writes, each followed by `fdatasync`, cycling over a 1 MiB region of a
+/// preallocated file (so the syncs need no size or block-allocation metadata).
+fn ceiling_sync_writes(scratch: &ScratchDir, duration: Duration) -> BenchResult<Measured> {
+    const REGION_LEN_BYTES: u64 = MIB;
+    const WRITE_LEN_BYTES: u64 = 4 * KIB;
+    let path = scratch.sub("c1.data");
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)?;
+    file.write_all_at(&vec![0x5Au8; REGION_LEN_BYTES as usize], 0)?;
+    file.sync_all()?;
+    let block = [0xC3u8; WRITE_LEN_BYTES as usize];
+    let n_slots = REGION_LEN_BYTES / WRITE_LEN_BYTES;
+    let start = Instant::now();
+    let mut n_ops = 0u64;
+    while start.elapsed() < duration {
+        file.write_all_at(&block, (n_ops % n_slots) * WRITE_LEN_BYTES)?;
+        file.sync_data()?;
+        n_ops += 1;
+    }
+    let elapsed = start.elapsed();
+    drop(file);
+    fs::remove_file(&path)?;
+    Ok(Measured { n_ops, elapsed })
+}
+
+/// C3: one thread incrementing one atomic with `compare_exchange`, nothing else in the loop.
+fn ceiling_cas(duration: Duration) -> Measured {
+    const OPS_PER_CLOCK_CHECK: u64 = 1 << 16;
+    let word = AtomicU64::new(0);
+    let word = black_box(&word);
+    let start = Instant::now();
+    let mut current = word.load(Ordering::Acquire);
+    let mut n_ops = 0u64;
+    loop {
+        for _ in 0..OPS_PER_CLOCK_CHECK {
+            match word.compare_exchange(current, current + 1, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => current += 1,
+                Err(actual) => current = actual,
+            }
+        }
+        n_ops += OPS_PER_CLOCK_CHECK;
+        if start.elapsed() >= duration {
+            break;
+        }
+    }
+    Measured {
+        n_ops,
+        elapsed: start.elapsed(),
+    }
+}
+
+/// Opens a new page cache in `dir` (which must not exist yet).
+fn create(dir: &Path, config: Config) -> BenchResult<PageCache<Xor>> {
+    if dir.exists() {
+        return Err(format!("{} already exists", dir.display()).into());
+    }
+    let (cache, _) = PageCache::open_dir(dir, config, Xor)?;
+    Ok(cache)
+}
+
+/// Allocates `N_PAGES` pages of one fragment each; returns each page's value.
+fn allocate_pages(cache: &PageCache<Xor>, rng: &mut Rng) -> BenchResult<Vec<Vec<u8>>> {
+    let mut values = Vec::with_capacity(N_PAGES as usize);
+    for expected_pid in 0..N_PAGES {
+        let fragment = rng.fragment();
+        let (pid, _) = cache.allocate(fragment.clone())?;
+        if pid != PageId(expected_pid) {
+            return Err(format!("a new cache allocated {pid:?}, expected {expected_pid}").into());
+        }
+        values.push(fragment);
+    }
+    Ok(values)
+}
+
+/// One `link` as an application does it: read the page's version, then link; a stale version
+/// (another thread won) is retried. Returns the number of retries.
+fn read_and_link(cache: &PageCache<Xor>, pid: PageId, mut fragment: Vec<u8>) -> BenchResult<u64> {
+    let mut n_retries = 0;
+    loop {
+        let page = cache
+            .get(pid)?
+            .ok_or_else(|| format!("page {pid:?} is missing"))?;
+        match cache.link(pid, page.version, fragment)? {
+            Ok(_) => return Ok(n_retries),
+            Err(stale) => {
+                fragment = stale.fragment;
+                n_retries += 1;
+            }
+        }
+    }
+}
+
+/// B1/B2: 50 % link, 50 % get on random pages of a cache that holds everything.
+fn mixed_workload(dir: &Path, n_threads: u64, duration: Duration) -> BenchResult<Measured> {
+    let config = Config::builder()
+        .cache_budget_bytes(LARGE_CACHE_BUDGET_BYTES)
+        .build()?;
+    let cache = create(dir, config)?;
+    let started = Instant::now();
+    allocate_pages(&cache, &mut Rng::new(n_threads))?;
+    let allocate_elapsed = started.elapsed();
+    let barrier = Barrier::new(n_threads as usize + 1);
+    let stop = AtomicBool::new(false);
+    let measured = thread::scope(|scope| -> BenchResult<Measured> {
+        let workers: Vec<_> = (0..n_threads)
+            .map(|thread_idx| {
+                let (cache, barrier, stop) = (&cache, &barrier, &stop);
+                scope.spawn(move || -> BenchResult<(u64, u64)> {
+                    let mut rng = Rng::new(1000 + thread_idx);
+                    let (mut n_ops, mut n_retries) = (0u64, 0u64);
+                    barrier.wait();
+                    while !stop.load(Ordering::Relaxed) {
+                        for _ in 0..64 {
+                            let choice = rng.next();
+                            let pid = PageId((choice >> 1) % N_PAGES);
+                            if choice & 1 == 0 {
+                                black_box(cache.get(pid)?);
+                            } else {
+                                n_retries += read_and_link(cache, pid, rng.fragment())?;
+                            }
+                        }
+                        n_ops += 64;
+                    }
+                    Ok((n_ops, n_retries))
+                })
+            })
+            .collect();
+        barrier.wait();
+        let start = Instant::now();
+        thread::sleep(duration);
+        stop.store(true, Ordering::Release);
+        let mut n_ops = 0;
+        let mut n_retries = 0;
+        for worker in workers {
+            let (ops, retries) = worker.join().map_err(|_| "a worker panicked")??;
+            n_ops += ops;
+            n_retries += retries;
+        }
+        let elapsed = start.elapsed();
+        println!(
+            "B{n_threads}  {} ops ({n_retries} stale-version retries) in {elapsed:.2?} = {}; \
+             allocating {N_PAGES} pages took {allocate_elapsed:.2?}",
+            n_ops,
+            fmt_rate(n_ops as f64 / elapsed.as_secs_f64())
+        );
+        Ok(Measured { n_ops, elapsed })
+    })?;
+    let metrics = cache.metrics();
+    let stats = cache.stats();
+    println!(
+        "    cache hit ratio {:.3}, consolidations {}, relocations {}, segments cleaned {}, \
+         resident {} MiB, live {} MiB, log span {} MiB",
+        metrics.cache_hit_ratio(),
+        Metrics::get(&metrics.n_consolidations),
+        Metrics::get(&metrics.n_relocations),
+        Metrics::get(&metrics.n_segments_cleaned),
+        stats.resident_bytes / MIB,
+        stats.live_bytes / MIB,
+        stats.log_span_bytes / MIB,
+    );
+    cache.close()?;
+    fs::remove_dir_all(dir)?;
+    Ok(measured)
+}
+
+/// Gets (and preads) timed apart at the start of P, while the OS page cache is cold.
+const COLD_OPS: u64 = 10_000;
+
+/// P's figures: `[cold, warm]` phases for gets and for preads.
+struct PagedOut {
+    gets: Vec<Measured>,
+    preads: Vec<Measured>,
+    caches_dropped: bool,
+    drop_note: String,
+}
+
+/// P: random gets on a reopened cache with a tiny budget and a cold OS page cache, then the
+/// same number of random 4 KiB preads on the same data file, also cold.
+///
+/// The data file is small (16 MiB), so the OS page cache holds most of it after a few
+/// thousand random reads: the first `COLD_OPS` of each side are timed apart (mostly device
+/// reads), the rest again (mostly memory, so the page cache's CPU cost shows).
+fn paged_out_gets(dir: &Path, n_ops: u64) -> BenchResult<PagedOut> {
+    let n_cold_ops = COLD_OPS.min(n_ops / 2);
+    let config = Config::builder()
+        .cache_budget_bytes(TINY_CACHE_BUDGET_BYTES)
+        .build()?;
+    let cache = create(dir, config.clone())?;
+    let started = Instant::now();
+    let values = allocate_pages(&cache, &mut Rng::new(7))?;
+    println!(
+        "P   allocated {N_PAGES} pages with a {} KiB cache budget in {:.2?}",
+        TINY_CACHE_BUDGET_BYTES / KIB,
+        started.elapsed()
+    );
+    cache.close()?;
+    let (mut caches_dropped, mut drop_note) = drop_os_page_cache();
+    let started = Instant::now();
+    let (cache, report) = PageCache::open_dir(dir, config, Xor)?;
+    println!(
+        "P   reopened {} pages in {:.1?} ({} records replayed); data file {} MiB",
+        report.n_pages,
+        started.elapsed(),
+        report.records_replayed,
+        fs::metadata(dir.join(iobuf::DATA_FILE_NAME))?.len() / MIB
+    );
+    // Opening may have read the file; start the gets cold.
+    let (dropped, note) = drop_os_page_cache();
+    caches_dropped &= dropped;
+    drop_note.push_str(&note);
+    let mut rng = Rng::new(8);
+    let mut gets = Vec::new();
+    for n_phase_ops in [n_cold_ops, n_ops - n_cold_ops] {
+        let start = Instant::now();
+        for _ in 0..n_phase_ops {
+            let pid = rng.next() % N_PAGES;
+            let page = cache.get(PageId(pid))?.ok_or("a page is missing")?;
+            if page.value != values[pid as usize] {
+                return Err(format!("page {pid} read back wrong").into());
+            }
+        }
+        gets.push(Measured {
+            n_ops: n_phase_ops,
+            elapsed: start.elapsed(),
+        });
+    }
+    let metrics = cache.metrics();
+    println!(
+        "P   random gets: first {n_cold_ops} in {:.2?} = {}, next {} in {:.2?} = {}; {} page-ins \
+         (p50 <= {:?}, p99 <= {:?}), resident {} KiB",
+        gets[0].elapsed,
+        fmt_rate(gets[0].per_second()),
+        gets[1].n_ops,
+        gets[1].elapsed,
+        fmt_rate(gets[1].per_second()),
+        Metrics::get(&metrics.n_page_ins),
+        metrics.page_in_latency.quantile_upper_bound(0.5),
+        metrics.page_in_latency.quantile_upper_bound(0.99),
+        cache.stats().resident_bytes / KIB,
+    );
+    cache.close()?;
+
+    let file = File::open(dir.join(iobuf::DATA_FILE_NAME))?;
+    let n_blocks = file.metadata()?.len() / (4 * KIB);
+    let (dropped, note) = drop_os_page_cache();
+    caches_dropped &= dropped;
+    drop_note.push_str(&note);
+    let mut block = vec![0u8; 4 * KIB as usize];
+    let mut preads = Vec::new();
+    for n_phase_ops in [n_cold_ops, n_ops - n_cold_ops] {
+        let start = Instant::now();
+        for _ in 0..n_phase_ops {
+            let offset = (rng.next() % n_blocks) * 4 * KIB;
+            file.read_exact_at(&mut block, offset)?;
+            black_box(&block);
+        }
+        preads.push(Measured {
+            n_ops: n_phase_ops,
+            elapsed: start.elapsed(),
+        });
+    }
+    println!(
+        "P   random 4 KiB preads over the same file's {n_blocks} blocks: first {n_cold_ops} in \
+         {:.2?} = {}, next {} in {:.2?} = {}",
+        preads[0].elapsed,
+        fmt_rate(preads[0].per_second()),
+        preads[1].n_ops,
+        preads[1].elapsed,
+        fmt_rate(preads[1].per_second()),
+    );
+    drop(file);
+    fs::remove_dir_all(dir)?;
+    Ok(PagedOut {
+        gets,
+        preads,
+        caches_dropped,
+        drop_note,
+    })
+}
+
+struct Updated {
+    reopen_warm: Duration,
+    reopen_cold: Option<Duration>,
+    file_len_bytes: u64,
+    live_bytes: u64,
+}
+
+/// R and S: `n_updates` random 100-byte links on `N_PAGES` pages with default settings
+/// (snapshots on), then reopening, warm and cold; every page is checked after each reopen.
+fn updates_then_reopen(dir: &Path, n_updates: u64) -> BenchResult<Updated> {
+    let config = Config::builder().build()?;
+    let cache = create(dir, config.clone())?;
+    let mut rng = Rng::new(11);
+    let mut values = allocate_pages(&cache, &mut rng)?;
+    let start = Instant::now();
+    for _ in 0..n_updates {
+        let pid = rng.next() % N_PAGES;
+        let fragment = rng.fragment();
+        xor_into(&mut values[pid as usize], &fragment);
+        read_and_link(&cache, PageId(pid), fragment)?;
+    }
+    let elapsed = start.elapsed();
+    let stats = cache.stats();
+    let metrics = cache.metrics();
+    let data_path = dir.join(iobuf::DATA_FILE_NAME);
+    let file_len_bytes = fs::metadata(&data_path)?.len();
+    println!(
+        "R   {n_updates} updates in {elapsed:.2?} = {}; {} snapshots, {} segments cleaned, \
+         {} relocations ({} MiB)",
+        fmt_rate(n_updates as f64 / elapsed.as_secs_f64()),
+        Metrics::get(&metrics.n_snapshots),
+        Metrics::get(&metrics.n_segments_cleaned),
+        Metrics::get(&metrics.n_relocations),
+        Metrics::get(&metrics.relocated_bytes) / MIB,
+    );
+    println!(
+        "S   data file {:.1} MiB (stats: {:.1} MiB), log span {:.1} MiB, live {:.1} MiB \
+         (user data {:.1} MiB): file / live = {:.2}",
+        file_len_bytes as f64 / MIB as f64,
+        stats.file_len_bytes as f64 / MIB as f64,
+        stats.log_span_bytes as f64 / MIB as f64,
+        stats.live_bytes as f64 / MIB as f64,
+        (N_PAGES * FRAGMENT_LEN_BYTES as u64) as f64 / MIB as f64,
+        file_len_bytes as f64 / stats.live_bytes.max(1) as f64,
+    );
+    cache.close()?;
+
+    let reopen = |label: &str| -> BenchResult<Duration> {
+        let started = Instant::now();
+        let (cache, report) = PageCache::open_dir(dir, config.clone(), Xor)?;
+        let elapsed = started.elapsed();
+        println!(
+            "R   reopen ({label}) took {elapsed:.1?}: {}",
+            report.to_string().replace('\n', "; ")
+        );
+        for (pid, value) in values.iter().enumerate() {
+            let page = cache.get(PageId(pid as u64))?.ok_or("a page is missing")?;
+            if &page.value != value {
+                return Err(format!("page {pid} read back wrong after reopening").into());
+            }
+        }
+        cache.close()?;
+        Ok(elapsed)
+    };
+    let reopen_warm = reopen("warm OS page cache")?;
+    let (dropped, note) = drop_os_page_cache();
+    let reopen_cold = if dropped {
+        Some(reopen("OS page cache dropped")?)
+    } else {
+        println!("R   cold reopen skipped: {note}");
+        None
+    };
+    fs::remove_dir_all(dir)?;
+    Ok(Updated {
+        reopen_warm,
+        reopen_cold,
+        file_len_bytes,
+        live_bytes: stats.live_bytes,
+    })
+}
+
+/// `sync`, then `echo 1 > /proc/sys/vm/drop_caches`. Returns whether the OS page cache was
+/// dropped and, if not, why.
+fn drop_os_page_cache() -> (bool, String) {
+    let synced = Command::new("sync")
+        .status()
+        .is_ok_and(|status| status.success());
+    let dropped = OpenOptions::new()
+        .write(true)
+        .open("/proc/sys/vm/drop_caches")
+        .and_then(|mut file| file.write_all(b"1"));
+    match dropped {
+        Ok(()) if synced => (true, String::new()),
+        Ok(()) => (
+            false,
+            "`sync` failed, so dirty pages may have stayed cached; ".into(),
+        ),
+        Err(error) => (
+            false,
+            format!("not dropped: writing /proc/sys/vm/drop_caches: {error}; "),
+        ),
+    }
+}
