@@ -52,7 +52,8 @@ const STEPS: &[Step] = &[
     },
     Step {
         name: "stress",
-        about: "short runs of the stress program (release): a 2 s log run, a 3-kill crash loop",
+        about: "short runs of the stress program (release): a 2 s pages run, a 3-kill pages crash \
+                loop, a 1 s log run",
         run: stress,
     },
     Step {
@@ -350,7 +351,7 @@ const STRESS_RUNS: &[&[&str]] = &[
         "-p",
         "stress",
         "--",
-        "log",
+        "pages",
         "--duration-secs",
         "2",
     ],
@@ -360,10 +361,21 @@ const STRESS_RUNS: &[&[&str]] = &[
         "-p",
         "stress",
         "--",
+        "pages",
         "--crash-loop",
         "3",
         "--kill-within-ms",
-        "500",
+        "2000",
+    ],
+    &[
+        "run",
+        "--release",
+        "-p",
+        "stress",
+        "--",
+        "log",
+        "--duration-secs",
+        "1",
     ],
 ];
 

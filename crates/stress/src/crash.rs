@@ -1,8 +1,17 @@
-//! `--crash-loop N`: run the log workload in a child process, kill it with SIGKILL at a random
-//! moment, reopen, verify, repeat.
+//! `--crash-loop N`: run the workload (`pages` or `log`) in a child process, kill it with
+//! SIGKILL at a random moment, reopen, verify, repeat.
 //!
 //! The child is this same program, re-executed with a hidden flag (`--crash-child-run RUN`).
-//! It appends messages of run `RUN` and, *after* each durability call returns, prints
+//!
+//! With `pages`, the child opens the page cache, adopts every page it finds, and runs the
+//! workload's threads. After each flush (`make_stable`) a thread prints what it made durable,
+//! one line per key it touched since its last flush: `live KEY PID ALLOC_SEQ LAST_SEQ` or
+//! `freed KEY SEQ`; before each free it prints `freeing KEY SEQ`. After the kill the parent
+//! reopens the directory, reads every page back and requires, per key, the reported state or
+//! a later state of the same life, and no page unless allowed (see `page_check.rs`). What that
+//! verification found is the starting point of the next kill.
+//!
+//! With `log`, the child appends messages of run `RUN` and, *after* each durability call returns, prints
 //! `ack THREAD SEQ` on stdout, a pipe the parent reads: seqs `0..=SEQ` of that thread are
 //! durable. The parent may miss the last acknowledgements (the kill can land between the call
 //! and the print), never see one early. After the kill the parent reopens the directory and
@@ -15,16 +24,17 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::cli::Cli;
+use crate::cli::{Cli, Workload};
 use crate::error::{Error, one_line};
+use crate::page_check::{self, CrashModel};
 use crate::progress::{Goal, Progress};
-use crate::report::CrashLoopReport;
+use crate::report::{CrashLoopReport, PageCacheOpen, Verification};
 use crate::verify::{Expect, StreamId};
-use crate::workload::{self, Acks, AppendPlan, Out, Target};
+use crate::workload::{self, Acks, AppendPlan, Out, Target, pages};
 
 /// A child that is never killed stops on its own after this long (the parent died, say).
 const CHILD_DEADLINE: Duration = Duration::from_secs(600);
@@ -82,9 +92,22 @@ pub fn parse_acks(text: &str, n_threads: u32) -> Result<Vec<u64>, String> {
 }
 
 fn settings(cli: &Cli, n_kills: u32, seed: u64) -> Vec<(&'static str, serde_json::Value)> {
+    if cli.workload == Workload::Pages {
+        let mut settings = vec![
+            ("crash_loop", json!(n_kills)),
+            ("kill_within_ms", json!(cli.kill_within_ms())),
+            ("seed", json!(seed)),
+        ];
+        settings.extend(
+            pages::settings(cli)
+                .into_iter()
+                .filter(|(name, _)| *name != "duration_secs" && *name != "ops"),
+        );
+        return settings;
+    }
     vec![
         ("crash_loop", json!(n_kills)),
-        ("kill_within_ms", json!(cli.kill_within_ms)),
+        ("kill_within_ms", json!(cli.kill_within_ms())),
         ("seed", json!(seed)),
         ("threads", json!(cli.threads)),
         ("message_len_bytes", json!(cli.message_len_bytes)),
@@ -100,19 +123,17 @@ pub fn run_loop(
     n_kills: u32,
     out: Out,
 ) -> Result<CrashLoopReport, Error> {
-    let seed = cli.seed.unwrap_or_else(|| {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0);
-        nanos ^ u64::from(std::process::id()) << 32
-    });
+    let seed = pages::seed(cli);
+    if cli.workload == Workload::Pages {
+        return run_pages_loop(cli, target, n_kills, seed, out);
+    }
     let mut rng = Rng::new(seed);
     let (log, existing) = workload::open_and_scan(&target.dir)?;
     log.close()
         .map_err(|e| Error::log("closing the log after the first scan", e))?;
     let mut known: BTreeMap<StreamId, Expect> = existing.expectations();
     let mut report = CrashLoopReport {
+        workload: "log",
         settings: settings(cli, n_kills, seed),
         dir: target.dir.display().to_string(),
         dir_kept: target.kept,
@@ -123,7 +144,7 @@ pub fn run_loop(
          each within {} ms of its start (seed {seed}), in {}",
         cli.threads,
         cli.sync_mode().name(),
-        cli.kill_within_ms,
+        cli.kill_within_ms(),
         target.dir.display()
     ));
     let exe = std::env::current_exe()
@@ -147,8 +168,8 @@ pub fn run_loop(
             .map_err(|e| Error::io(format!("starting the child {}", exe.display()), e))?;
         let stdout_reader = read_all(child.stdout.take());
         let stderr_reader = read_all(child.stderr.take());
-        let kill_after =
-            Duration::from_millis(rng.between(cli.kill_within_ms / 10, cli.kill_within_ms));
+        let kill_within_ms = cli.kill_within_ms();
+        let kill_after = Duration::from_millis(rng.between(kill_within_ms / 10, kill_within_ms));
         let killed = kill_at(&mut child, kill_after)?;
         let stdout = stdout_reader.join().unwrap_or_default();
         let stderr = stderr_reader.join().unwrap_or_default();
@@ -229,6 +250,139 @@ pub fn run_loop(
     Ok(report)
 }
 
+/// The pages crash loop; see the module doc.
+fn run_pages_loop(
+    cli: &Cli,
+    target: &Target,
+    n_kills: u32,
+    seed: u64,
+    out: Out,
+) -> Result<CrashLoopReport, Error> {
+    let mut rng = Rng::new(seed);
+    let config = pages::page_config(cli)?;
+    let (cache, _) = pages::open_cache(&target.dir, config.clone())?;
+    let start = pages::scan_existing(&cache, &target.dir, cli.pages);
+    // Every life a later child begins starts above this seq.
+    let below = start.as_ref().ok().map(|_| pages::seq_base(&cache));
+    let closed = cache.close();
+    let start = start?;
+    let mut below = below.unwrap_or(Ok(0))?;
+    closed.map_err(|e| Error::cache("closing the page cache after the first scan", e))?;
+    let mut model = CrashModel::from_scan(&start, cli.pages, below);
+    let mut report = CrashLoopReport {
+        workload: "pages",
+        settings: settings(cli, n_kills, seed),
+        dir: target.dir.display().to_string(),
+        dir_kept: target.kept,
+        messages_in_log: start.n_checked,
+        ..CrashLoopReport::default()
+    };
+    let kill_within_ms = cli.kill_within_ms();
+    out.say(&format!(
+        "stress crash loop: {n_kills} kill(s) of a child running pages with {} thread(s) on {} \
+         pages ({} live now), make_stable every {} ops per thread, each kill within {} ms of \
+         its start (seed {seed}), in {}",
+        cli.threads,
+        cli.pages,
+        start.found.len(),
+        cli.flush_every_ops,
+        kill_within_ms,
+        target.dir.display()
+    ));
+    let exe = std::env::current_exe()
+        .map_err(|e| Error::io("finding this program's executable to re-run it", e))?;
+    for kill_idx in 0..n_kills {
+        let mut child = Command::new(&exe)
+            .arg("pages")
+            .arg("--dir")
+            .arg(&target.dir)
+            .args(["--threads", &cli.threads.to_string()])
+            .args(["--pages", &cli.pages.to_string()])
+            .args(["--fragment-len-bytes", &cli.fragment_len_bytes.to_string()])
+            .args(["--mix", &cli.mix.to_string()])
+            .args(["--cache-budget-bytes", &cli.cache_budget_bytes.to_string()])
+            .args(["--segment-len-bytes", &cli.segment_len_bytes.to_string()])
+            .args(["--flush-every-ops", &cli.flush_every_ops.to_string()])
+            .args(["--duration-secs", &CHILD_DEADLINE.as_secs().to_string()])
+            .args(["--seed", &rng.next_u64().to_string()])
+            .args(["--crash-child-run", &kill_idx.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| Error::io(format!("starting the child {}", exe.display()), e))?;
+        let stdout_reader = read_all(child.stdout.take());
+        let stderr_reader = read_all(child.stderr.take());
+        let kill_after = Duration::from_millis(rng.between(kill_within_ms / 10, kill_within_ms));
+        let killed = kill_at(&mut child, kill_after)?;
+        let stdout = stdout_reader.join().unwrap_or_default();
+        let stderr = stderr_reader.join().unwrap_or_default();
+        let status = child
+            .wait()
+            .map_err(|e| Error::io("waiting for the child", e))?;
+        if killed {
+            report.kills += 1;
+        } else {
+            report.exited_before_kill += 1;
+            if !status.success() {
+                return Err(Error::CrashLoop(format!(
+                    "the child of kill {} failed on its own ({status}): {}",
+                    kill_idx + 1,
+                    stderr.trim().replace('\n', " ")
+                )));
+            }
+        }
+        let n_reports = model.apply_text(&stdout).map_err(Error::CrashLoop)?;
+        report.acked_durable += n_reports;
+
+        let (cache, reopened) = pages::open_cache(&target.dir, config.clone())?;
+        let scan = page_check::scan(&cache, cli.pages);
+        let next_below = scan.as_ref().ok().map(|_| pages::seq_base(&cache));
+        let closed = cache.close();
+        let scan = scan?;
+        closed.map_err(|e| Error::cache("closing the verified page cache", e))?;
+        let check = model.check(&scan);
+        report.lost += check.lost;
+        report.messages_verified += scan.n_checked;
+        report.messages_in_log = scan.n_checked;
+        let passed = check.problems.count == 0;
+        let line = format!(
+            "kill {}/{n_kills}: child {} after {} ms; it acknowledged {n_reports} page states \
+             durable; reopen: {}, {} records replayed; {} live pages; {}",
+            kill_idx + 1,
+            if killed { "killed" } else { "ended on its own" },
+            kill_after.as_millis(),
+            torn_text(&reopened.log),
+            reopened.records_replayed,
+            scan.n_checked,
+            if passed {
+                "verified"
+            } else {
+                "VERIFICATION FAILED"
+            }
+        );
+        out.say(&line);
+        report.kill_lines.push(line);
+        report.last = Verification {
+            passed,
+            unit: "pages",
+            messages_checked: scan.n_checked,
+            durable_expected: n_reports,
+            recovery: reopened.log.clone(),
+            page_cache_open: Some(PageCacheOpen::new(&reopened)),
+            problems: check.problems.kept.clone(),
+            problems_line: check.problems.line(),
+        };
+        if !passed {
+            break;
+        }
+        // What this recovery returned is where the next child starts.
+        below = next_below.unwrap_or(Ok(below))?;
+        model = CrashModel::from_scan(&scan, cli.pages, below);
+    }
+    Ok(report)
+}
+
 /// One line on what the reopen cut.
 fn torn_text(report: &recovery::RecoveryReport) -> String {
     match report.cut_at {
@@ -278,15 +432,49 @@ fn kill_at(child: &mut Child, after: Duration) -> Result<bool, Error> {
     }
 }
 
-/// The child's side: append run `run` to `--dir` until killed, acknowledging on stdout.
+/// The child's side: run the workload on `--dir` until killed, reporting on stdout.
 pub fn child_main(cli: &Cli, run: u32) -> ExitCode {
-    match child(cli, run) {
+    let result = match cli.workload {
+        Workload::Pages => pages_child(cli),
+        _ => child(cli, run),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {}", one_line(&error));
             ExitCode::FAILURE
         }
     }
+}
+
+fn pages_child(cli: &Cli) -> Result<(), Error> {
+    let dir = cli
+        .dir
+        .as_deref()
+        .ok_or_else(|| Error::Usage("a crash-loop child needs --dir".to_owned()))?;
+    let (cache, _) = pages::open_cache(dir, pages::page_config(cli)?)?;
+    let result = (|| {
+        let start = pages::scan_existing(&cache, dir, cli.pages)?;
+        let plan = pages::PagesPlan {
+            n_threads: cli.threads,
+            n_keys: cli.pages,
+            fragment_len_bytes: cli.fragment_len_bytes as usize,
+            mix: cli.mix,
+            flush_every_ops: cli.flush_every_ops,
+            goal: Goal::Time(cli.duration()),
+            seq_base: pages::seq_base(&cache)?,
+            seed: pages::seed(cli),
+        };
+        let reporter = pages::Reporter::Stdout;
+        pages::run_workers(&cache, plan, &start.found, &reporter, false)?;
+        cache
+            .flush()
+            .map_err(|e| Error::cache("flushing at the end of the child's run", e))?;
+        Ok(())
+    })();
+    let closed = cache.close();
+    result?;
+    closed.map_err(|e| Error::cache("closing the page cache", e))
 }
 
 fn child(cli: &Cli, run: u32) -> Result<(), Error> {

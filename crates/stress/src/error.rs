@@ -41,6 +41,25 @@ pub enum Error {
         #[source]
         source: LogError,
     },
+    /// Opening the page cache in a directory failed: locked, corrupt, not a page cache, or
+    /// created with another segment length.
+    #[error("opening the page cache in {}", dir.display())]
+    OpenCache {
+        /// The directory.
+        dir: PathBuf,
+        /// Why the page cache refused.
+        #[source]
+        source: pagecache::Error,
+    },
+    /// A page cache operation failed while the workload ran.
+    #[error("{what}")]
+    Cache {
+        /// The operation.
+        what: &'static str,
+        /// The page cache's error.
+        #[source]
+        source: pagecache::Error,
+    },
     /// The log holds bytes that are not what the run acknowledged.
     #[error("VERIFICATION FAILED: {0}")]
     Verification(String),
@@ -59,6 +78,11 @@ impl Error {
             what: what.into(),
             source,
         }
+    }
+
+    /// A page cache error with the operation that returned it.
+    pub fn cache(what: &'static str, source: pagecache::Error) -> Error {
+        Error::Cache { what, source }
     }
 
     /// A log error with the operation that returned it.

@@ -1,8 +1,10 @@
-//! `stress`: runs the log under load, prints throughput, latency and recovery figures, and
-//! then verifies that every message the run acknowledged came back intact.
+//! `stress`: runs the page cache (or the plain log) under load, prints throughput, latency,
+//! cache and recovery figures, and then verifies that everything the run acknowledged came
+//! back intact.
 //!
 //! ```text
-//! cargo run --release -p stress                      # log workload, 10 s, temporary directory
+//! cargo run --release -p stress                      # pages workload, 10 s, temporary directory
+//! cargo run --release -p stress -- pages --pages 1000000 --cache-budget-bytes 64MiB --threads 8
 //! cargo run --release -p stress -- log --dir /mnt/nvme/stress --sync every --threads 8
 //! cargo run --release -p stress -- recover --updates 5000000
 //! cargo run --release -p stress -- --ceilings        # figures as ratios to the disk's ceilings
@@ -10,20 +12,22 @@
 //! cargo run --release -p stress -- --crash-loop 20   # SIGKILL a writer 20 times, verify each
 //! ```
 //!
-//! Workloads: `log` (threads append self-describing messages for `--duration-secs`, made
+//! Workloads: `pages` (the default: threads doing a mix of get, link, replace, allocate and
+//! free on a page cache, each thread making its writes durable every `--flush-every-ops`
+//! operations), `log` (threads append self-describing messages for `--duration-secs`, made
 //! durable per `--sync none|every|batch`) and `recover` (write `--updates` messages, close,
-//! time the reopen). The `pages` workload joins them with the page cache, as one more module
-//! under `workload/`.
+//! time the reopen).
 //!
-//! Every message names its run, thread and sequence number and carries a checksum (see
-//! `message.rs`), so the verification pass needs nothing but the log: it reopens the
-//! directory, reads every message back and checks it, the order per thread, and that nothing
-//! acknowledged is missing. Any mismatch is a non-zero exit with a message naming the message
-//! or thread. Errors (a bad flag, a directory that cannot be created or is locked, a full disk)
-//! are one line on stderr and a non-zero exit, never a panic.
+//! Every page value names its page key and last op seq and carries a checksum over its ops
+//! (see `page.rs`); every log message names its run, thread and sequence number and carries a
+//! checksum (see `message.rs`). So the verification pass reads the data back and checks it on
+//! its own, then against what the run acknowledged: each page's exact final state, or each
+//! stream of messages complete and in order. Any mismatch is a non-zero exit with a message
+//! naming the page or message. Errors (a bad flag, a directory that cannot be created or is
+//! locked, a full disk) are one line on stderr and a non-zero exit, never a panic.
 //!
 //! The program keeps no state of its own: a temporary directory is removed at the end, and a
-//! `--dir` holds only the log (a later run there continues it with the next run number).
+//! `--dir` holds only the page cache or log (a later run there continues and verifies it).
 #![forbid(unsafe_code)]
 
 mod ceilings;
@@ -31,6 +35,8 @@ mod cli;
 mod crash;
 mod error;
 mod message;
+mod page;
+mod page_check;
 mod progress;
 mod report;
 mod run;

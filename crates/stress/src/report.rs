@@ -46,16 +46,73 @@ impl Unit {
 pub struct Verification {
     /// Whether every check passed.
     pub passed: bool,
-    /// Messages read back and checked.
+    /// What was read back: `messages` (the default, when empty) or `pages`.
+    pub unit: &'static str,
+    /// Messages (or pages) read back and checked.
     pub messages_checked: u64,
-    /// Messages that had to be present (acknowledged durable, or flushed at the end).
+    /// Messages (or page states) that had to be present (acknowledged durable, or flushed at
+    /// the end).
     pub durable_expected: u64,
     /// What the reopen found and did.
     pub recovery: RecoveryReport,
+    /// The page cache's own open report (snapshot, replay), for `pages`.
+    pub page_cache_open: Option<PageCacheOpen>,
     /// The first problems, each naming a message or a stream.
     pub problems: Vec<String>,
     /// The problems on one line, for the error message.
     pub problems_line: String,
+}
+
+/// What opening the page cache did beyond recovering the log.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PageCacheOpen {
+    /// The snapshot loaded (file name), if any.
+    pub snapshot: Option<String>,
+    /// Log records replayed after it.
+    pub records_replayed: u64,
+    /// Records skipped because the snapshot held them.
+    pub records_skipped: u64,
+    /// Live pages after opening.
+    pub n_pages: u64,
+    /// Time the whole open took, seconds.
+    pub elapsed_secs: f64,
+}
+
+impl PageCacheOpen {
+    /// From the page cache's report.
+    pub fn new(report: &pagecache::OpenReport) -> PageCacheOpen {
+        PageCacheOpen {
+            snapshot: report.snapshot.as_ref().map(|s| s.file_name.clone()),
+            records_replayed: report.records_replayed,
+            records_skipped: report.records_skipped,
+            n_pages: report.n_pages,
+            elapsed_secs: report.elapsed.as_secs_f64(),
+        }
+    }
+
+    fn text(&self) -> String {
+        format!(
+            "{}, replayed {} records (skipped {}), {} pages, opened in {}",
+            match &self.snapshot {
+                Some(name) => format!("snapshot {name}"),
+                None => "no snapshot".to_owned(),
+            },
+            self.records_replayed,
+            self.records_skipped,
+            self.n_pages,
+            fmt_nanos((self.elapsed_secs * 1e9) as u64)
+        )
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "snapshot": self.snapshot,
+            "records_replayed": self.records_replayed,
+            "records_skipped": self.records_skipped,
+            "n_pages": self.n_pages,
+            "elapsed_secs": self.elapsed_secs,
+        })
+    }
 }
 
 /// Everything a timed run reports.
@@ -71,6 +128,8 @@ pub struct RunReport {
     pub dir_kept: bool,
     /// What the first open found (an empty or an existing log).
     pub opened: RecoveryReport,
+    /// What the first open of the page cache did, for `pages`.
+    pub opened_page_cache: Option<PageCacheOpen>,
     /// Wall time of the measured part.
     pub elapsed_secs: f64,
     /// Figures per operation kind.
@@ -119,6 +178,9 @@ impl RunReport {
             }
         );
         let _ = writeln!(out, "at start               {}", self.opened);
+        if let Some(open) = &self.opened_page_cache {
+            let _ = writeln!(out, "page cache at start    {}", open.text());
+        }
         let _ = writeln!(out, "elapsed                {:.2} s", self.elapsed_secs);
         let _ = writeln!(
             out,
@@ -141,8 +203,13 @@ impl RunReport {
         }
         let _ = writeln!(
             out,
-            "payload                {} appended ({}/s)",
+            "payload                {} {} ({}/s)",
             fmt_mb(self.payload_bytes),
+            if self.opened_page_cache.is_some() {
+                "of fragments written"
+            } else {
+                "appended"
+            },
             fmt_mb((self.payload_bytes as f64 / self.elapsed_secs.max(1e-9)) as u64)
         );
         let _ = writeln!(
@@ -152,10 +219,15 @@ impl RunReport {
         );
         let _ = writeln!(
             out,
-            "file size / live       {} ({} of files for {} of live messages)",
+            "file size / live       {} ({} of files for {} of live {})",
             ratio_text(self.file_over_live()),
             fmt_mb(self.file_bytes),
-            fmt_mb(self.live_bytes)
+            fmt_mb(self.live_bytes),
+            if self.opened_page_cache.is_some() {
+                "pages"
+            } else {
+                "messages"
+            }
         );
         let _ = writeln!(
             out,
@@ -232,6 +304,7 @@ impl RunReport {
             "dir": self.dir,
             "dir_kept": self.dir_kept,
             "at_start": recovery_json(&self.opened),
+            "page_cache_at_start": self.opened_page_cache.as_ref().map(PageCacheOpen::json),
             "elapsed_secs": self.elapsed_secs,
             "ops": ops,
             "payload_bytes": self.payload_bytes,
@@ -255,6 +328,8 @@ impl RunReport {
 /// The crash loop's summary.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct CrashLoopReport {
+    /// The workload the children ran (`pages` or `log`).
+    pub workload: &'static str,
     /// The settings in force.
     pub settings: Vec<(&'static str, Value)>,
     /// The data directory.
@@ -310,16 +385,31 @@ impl CrashLoopReport {
             "kills                  {} with SIGKILL ({} children ended before their kill)",
             self.kills, self.exited_before_kill
         );
-        let _ = writeln!(
-            out,
-            "acked durable          {} messages (each must survive)",
-            self.acked_durable
-        );
-        let _ = writeln!(
-            out,
-            "verified               {} message reads over all reopens; {} messages in the log now",
-            self.messages_verified, self.messages_in_log
-        );
+        if self.workload == "pages" {
+            let _ = writeln!(
+                out,
+                "acked durable          {} page states (each must survive, or a later state \
+                 of the same page)",
+                self.acked_durable
+            );
+            let _ = writeln!(
+                out,
+                "verified               {} page reads over all reopens; {} live pages now",
+                self.messages_verified, self.messages_in_log
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "acked durable          {} messages (each must survive)",
+                self.acked_durable
+            );
+            let _ = writeln!(
+                out,
+                "verified               {} message reads over all reopens; {} messages in the \
+                 log now",
+                self.messages_verified, self.messages_in_log
+            );
+        }
         let _ = writeln!(out, "lost                   {}", self.lost);
         out.push_str(&verification_text(&self.last));
         out
@@ -333,7 +423,7 @@ impl CrashLoopReport {
             .map(|(name, value)| ((*name).to_owned(), value.clone()))
             .collect();
         json!({
-            "workload": "log",
+            "workload": if self.workload.is_empty() { "log" } else { self.workload },
             "settings": settings,
             "dir": self.dir,
             "dir_kept": self.dir_kept,
@@ -436,12 +526,24 @@ fn verification_text(verification: &Verification) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "== verification ==");
     let _ = writeln!(out, "reopened               {}", verification.recovery);
-    let _ = writeln!(
-        out,
-        "checked                {} messages read back ({} had to be present): checksum, body, \
-         stream, order per thread",
-        verification.messages_checked, verification.durable_expected
-    );
+    if let Some(open) = &verification.page_cache_open {
+        let _ = writeln!(out, "page cache             {}", open.text());
+    }
+    if verification.unit == "pages" {
+        let _ = writeln!(
+            out,
+            "checked                {} live pages read back, {} page states compared with what \
+             the run acknowledged: decode, checksum of each page's ops, body, key, pid, op seq",
+            verification.messages_checked, verification.durable_expected
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "checked                {} messages read back ({} had to be present): checksum, \
+             body, stream, order per thread",
+            verification.messages_checked, verification.durable_expected
+        );
+    }
     for problem in &verification.problems {
         let _ = writeln!(out, "problem                {problem}");
     }
@@ -458,13 +560,20 @@ fn verification_text(verification: &Verification) -> String {
 }
 
 fn verification_json(verification: &Verification) -> Value {
-    json!({
+    let unit = if verification.unit.is_empty() {
+        "messages"
+    } else {
+        verification.unit
+    };
+    let mut value = json!({
         "passed": verification.passed,
-        "messages_checked": verification.messages_checked,
         "durable_expected": verification.durable_expected,
         "problems": verification.problems,
         "recovery": recovery_json(&verification.recovery),
-    })
+        "page_cache": verification.page_cache_open.as_ref().map(PageCacheOpen::json),
+    });
+    value[format!("{unit}_checked")] = json!(verification.messages_checked);
+    value
 }
 
 /// A recovery report's facts as JSON.

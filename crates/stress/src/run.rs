@@ -34,8 +34,14 @@ impl Finished {
         let line = match self {
             Finished::Run(report) => report.verification.problems_line.clone(),
             Finished::CrashLoop(report) => format!(
-                "{} acknowledged message(s) lost; {}",
-                report.lost, report.last.problems_line
+                "{} acknowledged {} lost; {}",
+                report.lost,
+                if report.workload == "pages" {
+                    "page state(s)"
+                } else {
+                    "message(s)"
+                },
+                report.last.problems_line
             ),
         };
         Some(Error::Verification(line))
@@ -76,6 +82,7 @@ pub fn run(cli: &Cli) -> Result<Finished, Error> {
         None
     };
     let report = match cli.workload {
+        Workload::Pages => workload::pages::run(cli, &target, ceilings, out)?,
         Workload::Log => workload::log::run(cli, &target, ceilings, out)?,
         Workload::Recover => workload::recover::run(cli, &target, ceilings, out)?,
     };

@@ -1,5 +1,6 @@
-//! Runs the `stress` binary as a user would: a short JSON run, a short crash loop, and the
-//! one-line errors for a bad flag, a locked directory and a directory that cannot be created.
+//! Runs the `stress` binary as a user would: short JSON runs of `pages` and `log`, short crash
+//! loops of both, and the one-line errors for a bad flag, a locked directory and a directory
+//! that cannot be created.
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -73,11 +74,117 @@ fn a_short_json_run_verifies_and_prints_one_object() {
     assert!(!dir.exists(), "the temporary directory is removed");
 }
 
+/// The arguments of a small, quick `pages` run.
+const SMALL_PAGES: &[&str] = &[
+    "pages",
+    "--pages",
+    "2000",
+    "--threads",
+    "2",
+    "--cache-budget-bytes",
+    "64KiB",
+    "--segment-len-bytes",
+    "256KiB",
+    "--flush-every-ops",
+    "100",
+];
+
+#[test]
+fn a_short_pages_run_verifies_and_prints_one_object() {
+    let mut args = SMALL_PAGES.to_vec();
+    args.extend(["--duration-secs", "1", "--json"]);
+    let output = stress(&args);
+    assert!(
+        output.status.success(),
+        "exit {}: {}",
+        output.status,
+        text(&output.stderr)
+    );
+    let report: Value =
+        serde_json::from_str(&text(&output.stdout)).expect("stdout is one JSON object");
+    assert_eq!(report["workload"], "pages");
+    assert_eq!(report["settings"]["pages"], 2000);
+    assert_eq!(report["ops"]["load (allocate)"]["count"], 2000);
+    for op in ["get", "link", "replace", "allocate", "free", "make_stable"] {
+        assert!(report["ops"][op]["count"].as_u64().unwrap() > 0, "{op}");
+        assert!(report["ops"][op]["latency_nanos"]["p99"].is_u64(), "{op}");
+    }
+    let hit_ratio = report["cache_hit_ratio"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&hit_ratio), "{hit_ratio}");
+    assert!(report["bytes_written"].as_u64().unwrap() > 0);
+    assert!(report["file_over_live"].as_f64().unwrap() > 0.0);
+    assert!(report["sync"]["count"].as_u64().unwrap() > 0);
+    assert_eq!(report["verification"]["passed"], true);
+    assert!(report["verification"]["pages_checked"].as_u64().unwrap() > 0);
+    assert!(report["verification"]["page_cache"]["n_pages"].is_u64());
+    let dir = PathBuf::from(report["dir"].as_str().unwrap());
+    assert!(!dir.exists(), "the temporary directory is removed");
+}
+
+#[test]
+fn a_short_pages_crash_loop_loses_nothing() {
+    let dir = TestDir::new("pages-crash");
+    let dir_arg = dir.0.to_str().unwrap();
+    let mut args = SMALL_PAGES.to_vec();
+    args.extend([
+        "--crash-loop",
+        "3",
+        "--kill-within-ms",
+        "600",
+        "--dir",
+        dir_arg,
+        "--json",
+    ]);
+    let output = stress(&args);
+    assert!(
+        output.status.success(),
+        "exit {}: {}",
+        output.status,
+        text(&output.stderr)
+    );
+    let report: Value = serde_json::from_str(&text(&output.stdout)).expect("one JSON object");
+    assert_eq!(report["workload"], "pages");
+    assert_eq!(report["crash_loop"]["kills"], 3);
+    assert_eq!(report["crash_loop"]["lost"], 0);
+    assert_eq!(report["verification"]["passed"], true);
+    // The kept directory is continued by a plain run, which adopts and verifies its pages.
+    let mut args = SMALL_PAGES.to_vec();
+    args.extend(["--ops", "2000", "--dir", dir_arg, "--json"]);
+    let output = stress(&args);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let report: Value = serde_json::from_str(&text(&output.stdout)).unwrap();
+    assert_eq!(report["verification"]["passed"], true);
+    // A directory written with another --pages is refused by name, not misread.
+    let output = stress(&[
+        "pages",
+        "--pages",
+        "10",
+        "--segment-len-bytes",
+        "256KiB",
+        "--dir",
+        dir_arg,
+    ]);
+    let line = one_error_line(&output);
+    assert!(line.contains("beyond --pages 10"), "{line}");
+}
+
+#[test]
+fn a_locked_page_cache_is_one_line() {
+    let dir = TestDir::new("pages-locked");
+    let mut args = SMALL_PAGES.to_vec();
+    args.extend(["--ops", "100", "--dir", dir.0.to_str().unwrap()]);
+    let (log, _) = recovery::open_log_dir(&dir.0, iobuf::LogConfig::default()).unwrap();
+    let line = one_error_line(&stress(&args));
+    assert!(line.contains("locked"), "{line}");
+    log.close().unwrap();
+}
+
 #[test]
 fn a_short_crash_loop_loses_nothing() {
     let dir = TestDir::new("crash");
     let dir_arg = dir.0.to_str().unwrap();
     let output = stress(&[
+        "log",
         "--crash-loop",
         "2",
         "--kill-within-ms",
@@ -118,7 +225,7 @@ fn a_short_crash_loop_loses_nothing() {
 
 #[test]
 fn a_bad_flag_is_one_line() {
-    let output = stress(&["--sync", "sometimes"]);
+    let output = stress(&["log", "--sync", "sometimes"]);
     assert_eq!(output.status.code(), Some(2));
     let line = one_error_line(&output);
     assert!(line.contains("sometimes"), "{line}");

@@ -153,6 +153,7 @@ pub fn run(
         dir: target.dir.display().to_string(),
         dir_kept: target.kept,
         opened: existing.report,
+        opened_page_cache: None,
         elapsed_secs,
         ops,
         bytes_written,

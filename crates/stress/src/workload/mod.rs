@@ -1,11 +1,13 @@
 //! What every workload shares: the target directory, opening and pre-scanning the log, the
 //! appending threads with their acknowledgements, and the verification pass.
 //!
-//! A workload is one module (`log`, `recover`; the page cache's `pages` joins them as
-//! `pages.rs`) with a `run` function that returns a
-//! [`RunReport`](crate::report::RunReport).
+//! A workload is one module (`pages`, `log`, `recover`) with a `run` function that returns a
+//! [`RunReport`](crate::report::RunReport). `pages` opens a page cache rather than a bare log
+//! and has its own threads and checks (`pages.rs`, `page_check.rs`); the rest of this module
+//! serves the two log workloads.
 
 pub mod log;
+pub mod pages;
 pub mod recover;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -189,6 +191,8 @@ pub fn verify_dir(
         .map_err(|e| Error::log("closing the verified log", e))?;
     let verification = Verification {
         passed: outcome.passed(),
+        unit: "messages",
+        page_cache_open: None,
         messages_checked: outcome.n_checked,
         durable_expected: outcome.n_durable_expected,
         recovery: report,
