@@ -2,34 +2,11 @@
 
 use std::sync::Arc;
 
+mod common;
+
+use common::Concat;
 use iobuf::storage::SimStorage;
-use pagecache::{Config, DecodeError, Materializer, PageCache, PageId};
-
-/// Fragments are byte strings; a page's value is their concatenation.
-struct Concat;
-
-impl Materializer for Concat {
-    type Fragment = Vec<u8>;
-
-    fn encode(&self, fragment: &Vec<u8>, out: &mut Vec<u8>) {
-        out.extend_from_slice(fragment);
-    }
-
-    fn decode(&self, bytes: &[u8]) -> Result<Vec<u8>, DecodeError> {
-        Ok(bytes.to_vec())
-    }
-
-    fn merge(&self, chain: &[&Vec<u8>]) -> Vec<u8> {
-        chain
-            .iter()
-            .flat_map(|fragment| fragment.iter().copied())
-            .collect()
-    }
-
-    fn size_in_bytes(&self, fragment: &Vec<u8>) -> usize {
-        fragment.len() + std::mem::size_of::<Vec<u8>>()
-    }
-}
+use pagecache::{Config, PageCache, PageId};
 
 fn tiny_config() -> Config {
     Config::builder()
