@@ -494,6 +494,7 @@ impl Reservation<'_> {
     /// Seals the message: it counts, and will be written with its buffer. Returns where it
     /// lives. Durability comes from [`Log::make_stable`] or [`Log::flush`].
     pub fn complete(mut self) -> Result<Location> {
+        let location = self.location();
         let mut claim = self
             .claim
             .take()
@@ -501,27 +502,13 @@ impl Reservation<'_> {
         let lsn = claim.lsn;
         let salt = claim.salt;
         let ring = &self.log.ring;
-        let location = match self.blob_value.take() {
-            None => {
-                format::seal_frame(claim.bytes_mut(), FrameKind::Data, lsn, salt);
-                Location {
-                    lsn,
-                    file_offset: claim.file_offset,
-                    len_bytes: u64::from(claim.len_bytes) - FRAME_HEADER_LEN,
-                    stored: Stored::Inline,
-                }
-            }
+        match self.blob_value.take() {
+            None => format::seal_frame(claim.bytes_mut(), FrameKind::Data, lsn, salt),
             Some(value) => match self.log.write_blob(lsn, &value) {
                 Ok(pointer) => {
                     claim.bytes_mut()[FRAME_HEADER_LEN as usize..]
                         .copy_from_slice(&pointer.encode());
                     format::seal_frame(claim.bytes_mut(), FrameKind::BlobPointer, lsn, salt);
-                    Location {
-                        lsn,
-                        file_offset: claim.file_offset,
-                        len_bytes: value.len() as u64,
-                        stored: Stored::Blob,
-                    }
                 }
                 Err(error) => {
                     format::seal_frame(claim.bytes_mut(), FrameKind::Aborted, lsn, salt);
@@ -529,7 +516,7 @@ impl Reservation<'_> {
                     return Err(error);
                 }
             },
-        };
+        }
         ring.release(claim.slot)?;
         // A message completed after the log failed is not acknowledged.
         ring.check_poison()?;

@@ -7,7 +7,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use crossbeam_epoch::{self as epoch, Owned};
+use crossbeam_epoch::{self as epoch, Guard, Owned, Shared};
 use iobuf::{Location, Log, LogMetrics, Lsn, PageId};
 use recovery::SnapshotStore;
 
@@ -73,18 +73,16 @@ pub struct Stats {
 /// What the cleaner is working through: the records of the oldest segment not yet released.
 #[derive(Debug)]
 pub(crate) struct CleanerState {
-    /// Everything below is released (or about to be).
-    pub(crate) cursor: Lsn,
-    /// Records of the segment at `cursor` still to examine, last first.
+    /// Records of the segment at the cleaning cursor ([`Inner::clean_cursor`]) still to
+    /// examine, last first.
     pending: Vec<(Location, RecordKind, PageId)>,
     /// The end of the segment `pending` came from (`None` when nothing is loaded).
     loaded_segment_end: Option<Lsn>,
 }
 
 impl CleanerState {
-    pub(crate) fn new(cursor: Lsn) -> CleanerState {
+    pub(crate) fn new() -> CleanerState {
         CleanerState {
-            cursor,
             pending: Vec::new(),
             loaded_segment_end: None,
         }
@@ -125,8 +123,9 @@ pub(crate) struct Inner<M: Materializer> {
     /// left is not durable yet, so passes are skipped until the stable LSN moves.
     pub(crate) evict_blocked_at: AtomicU64,
     pub(crate) cleaner: Mutex<CleanerState>,
-    /// A copy of the cleaner's cursor, so a write checks whether cleaning is wanted without
-    /// touching the cleaner's lock.
+    /// The cleaning cursor: everything below is released (or about to be). Changed only by
+    /// the thread holding `cleaner`; an atomic so a write checks whether cleaning is wanted
+    /// without touching that lock.
     pub(crate) clean_cursor: AtomicU64,
     pub(crate) meta: Mutex<MetaState>,
     pub(crate) next_id: AtomicU64,
@@ -184,7 +183,6 @@ impl<M: Materializer> PageCache<M> {
         let inner = &*self.inner;
         inner.check_open()?;
         let fragment = Arc::new(fragment);
-        let mut body = encode_body(inner, RecordKind::Base, &fragment);
         let pid = match inner.pop_free_id() {
             Some(pid) => pid,
             None => {
@@ -198,7 +196,7 @@ impl<M: Materializer> PageCache<M> {
                 pid
             }
         };
-        record::put_record_header(&mut body, RecordKind::Base, PageId(pid));
+        let body = encode_body(inner, RecordKind::Base, PageId(pid), &fragment);
         let size = inner.materializer.size_in_bytes(&fragment) as u64;
         loop {
             let guard = epoch::pin();
@@ -256,14 +254,7 @@ impl<M: Materializer> PageCache<M> {
         expected: Version,
         fragment: M::Fragment,
     ) -> Result<Result<Written, Stale<M::Fragment>>> {
-        self.inner.check_open()?;
-        let outcome = self
-            .inner
-            .write(pid, expected, Change::Delta(Arc::new(fragment)))?;
-        Ok(outcome.map_err(|(current, fragment)| Stale {
-            current,
-            fragment: unwrap_fragment(fragment),
-        }))
+        self.write_fragment(pid, expected, Change::Delta(Arc::new(fragment)))
     }
 
     /// Replaces the page's whole chain with `fragment` as a new base, if the page is still at
@@ -274,10 +265,17 @@ impl<M: Materializer> PageCache<M> {
         expected: Version,
         fragment: M::Fragment,
     ) -> Result<Result<Written, Stale<M::Fragment>>> {
+        self.write_fragment(pid, expected, Change::Base(Arc::new(fragment)))
+    }
+
+    fn write_fragment(
+        &self,
+        pid: PageId,
+        expected: Version,
+        change: Change<M::Fragment>,
+    ) -> Result<Result<Written, Stale<M::Fragment>>> {
         self.inner.check_open()?;
-        let outcome = self
-            .inner
-            .write(pid, expected, Change::Base(Arc::new(fragment)))?;
+        let outcome = self.inner.write(pid, expected, change)?;
         Ok(outcome.map_err(|(current, fragment)| Stale {
             current,
             fragment: unwrap_fragment(fragment),
@@ -476,15 +474,16 @@ fn unwrap_fragment<F: Clone>(fragment: Option<Arc<F>>) -> F {
     Arc::try_unwrap(fragment).unwrap_or_else(|shared| (*shared).clone())
 }
 
-/// A record's bytes: header (page id filled in later for allocations) and the fragment.
+/// A record's bytes: its header and the encoded fragment.
 fn encode_body<M: Materializer>(
     inner: &Inner<M>,
     kind: RecordKind,
+    pid: PageId,
     fragment: &M::Fragment,
 ) -> Vec<u8> {
     let mut body = vec![0u8; RECORD_HEADER_LEN];
     inner.materializer.encode(fragment, &mut body);
-    record::put_record_header(&mut body, kind, PageId(0));
+    record::put_record_header(&mut body, kind, pid);
     body
 }
 
@@ -525,11 +524,14 @@ impl<M: Materializer> Inner<M> {
             Change::Base(fragment) => (RecordKind::Base, Some(fragment)),
             Change::Free => (RecordKind::Free, None),
         };
-        let mut body = match &fragment {
-            Some(fragment) => encode_body(self, kind, fragment),
-            None => vec![0u8; RECORD_HEADER_LEN],
+        let body = match &fragment {
+            Some(fragment) => encode_body(self, kind, pid, fragment),
+            None => {
+                let mut header = vec![0u8; RECORD_HEADER_LEN];
+                record::put_record_header(&mut header, kind, pid);
+                header
+            }
         };
-        record::put_record_header(&mut body, kind, pid);
         let new_size = fragment.as_ref().map_or(0, |fragment| {
             self.materializer.size_in_bytes(fragment) as u64
         });
@@ -558,12 +560,13 @@ impl<M: Materializer> Inner<M> {
             let mut merged: Option<(Vec<u8>, Arc<M::Fragment>, u64)> = None;
             if consolidate {
                 let fragment = new_fragment.expect("a delta has a fragment");
-                let mut values = self.chain_values(pid, old_chain)?;
+                let Some(mut values) = self.read_chain(pid, current, old_chain, &guard)? else {
+                    continue;
+                };
                 values.push(Arc::clone(fragment));
                 let refs: Vec<&M::Fragment> = values.iter().map(|value| &**value).collect();
                 let value = Arc::new(self.materializer.merge(&refs));
-                let mut merged_body = encode_body(self, RecordKind::Base, &value);
-                record::put_record_header(&mut merged_body, RecordKind::Base, pid);
+                let merged_body = encode_body(self, RecordKind::Base, pid, &value);
                 let size = self.materializer.size_in_bytes(&value) as u64;
                 merged = Some((merged_body, value, size));
             }
@@ -692,16 +695,8 @@ impl<M: Materializer> Inner<M> {
                 return Ok(Some(page));
             }
             let started = Instant::now();
-            let values = match self.chain_values(pid, chain) {
-                Ok(values) => values,
-                Err(error) => {
-                    // The cleaner may have moved the page and its old segment been reused
-                    // while we read: if the entry changed, read the new one.
-                    if self.table.load(pid.0, &guard) != current {
-                        continue;
-                    }
-                    return Err(error);
-                }
+            let Some(values) = self.read_chain(pid, current, chain, &guard)? else {
+                continue;
             };
             self.metrics.page_in_latency.record(started.elapsed());
             Metrics::bump(&self.metrics.n_page_ins, 1);
@@ -761,6 +756,24 @@ impl<M: Materializer> Inner<M> {
                 None => self.maybe_evict(),
             }
             return Ok(Some(page));
+        }
+    }
+
+    /// The decoded fragments of the chain of `current` (the entry of `pid` loaded under
+    /// `guard`), reading the ones not resident from disk. `Ok(None)` when a read failed
+    /// because the page changed meanwhile: the cleaner may have moved it and its old segment
+    /// been reused while we read, so the caller loads the page again.
+    fn read_chain(
+        &self,
+        pid: PageId,
+        current: Shared<'_, Entry<M::Fragment>>,
+        chain: &[Slot<M::Fragment>],
+        guard: &Guard,
+    ) -> Result<Option<Vec<Arc<M::Fragment>>>> {
+        match self.chain_values(pid, chain) {
+            Ok(values) => Ok(Some(values)),
+            Err(_) if self.table.load(pid.0, guard) != current => Ok(None),
+            Err(error) => Err(error),
         }
     }
 
@@ -958,9 +971,6 @@ impl<M: Materializer> Inner<M> {
         let Ok(mut state) = self.cleaner.try_lock() else {
             return Ok(());
         };
-        if !self.cleaning_wanted(state.cursor) {
-            return Ok(());
-        }
         let started = Instant::now();
         let result = self.clean_some(&mut state);
         self.metrics.cleaning_latency.record(started.elapsed());
@@ -971,17 +981,21 @@ impl<M: Materializer> Inner<M> {
         let geometry = self.log.config().geometry();
         let segment_len = geometry.segment_len_bytes();
         let mut budget = self.config.clean_records_per_write;
-        while budget > 0 && self.cleaning_wanted(state.cursor) {
+        loop {
+            let cursor = Lsn(self.clean_cursor.load(Ordering::Relaxed));
+            if budget == 0 || !self.cleaning_wanted(cursor) {
+                break;
+            }
             let segment_end = match state.loaded_segment_end {
                 Some(end) => end,
                 None => {
-                    let end = Lsn((state.cursor.0 / segment_len + 1) * segment_len);
+                    let end = Lsn((cursor.0 / segment_len + 1) * segment_len);
                     if end > self.log.stable_lsn() {
                         // The oldest segment is not even durable yet: nothing to clean.
                         return Ok(());
                     }
                     let mut records = Vec::new();
-                    for item in self.log.iter_from(state.cursor)? {
+                    for item in self.log.iter_from(cursor)? {
                         let (location, bytes) = item?;
                         if location.lsn >= end {
                             break;
@@ -1013,7 +1027,6 @@ impl<M: Materializer> Inner<M> {
                     self.write_meta(&mut meta, copy)?;
                 }
             }
-            state.cursor = segment_end;
             self.clean_cursor.store(segment_end.0, Ordering::Relaxed);
             state.loaded_segment_end = None;
             self.log.release_before(segment_end);
@@ -1040,15 +1053,12 @@ impl<M: Materializer> Inner<M> {
             {
                 return Ok(());
             }
-            let values = match self.chain_values(pid, chain) {
-                Ok(values) => values,
-                Err(_) if self.table.load(pid.0, &guard) != current => continue,
-                Err(error) => return Err(error),
+            let Some(values) = self.read_chain(pid, current, chain, &guard)? else {
+                continue;
             };
             let refs: Vec<&M::Fragment> = values.iter().map(|value| &**value).collect();
             let value = Arc::new(self.materializer.merge(&refs));
-            let mut body = encode_body(self, RecordKind::Base, &value);
-            record::put_record_header(&mut body, RecordKind::Base, pid);
+            let body = encode_body(self, RecordKind::Base, pid, &value);
             let size = self.materializer.size_in_bytes(&value) as u64;
             let mut reservation = self.log.reserve(body.len())?;
             reservation.buffer_mut().copy_from_slice(&body);
@@ -1086,7 +1096,7 @@ impl<M: Materializer> Inner<M> {
     }
 
     pub(crate) fn stats(&self) -> Stats {
-        let cursor = lock(&self.cleaner).cursor;
+        let cursor = Lsn(self.clean_cursor.load(Ordering::Relaxed));
         let geometry = self.log.config().geometry();
         let n_segments = self
             .log

@@ -253,7 +253,7 @@ impl<M: Materializer> PageCache<M> {
             clock_hand: Mutex::new(()),
             resident_ring: Mutex::new(VecDeque::new()),
             evict_blocked_at: AtomicU64::new(0),
-            cleaner: Mutex::new(CleanerState::new(log_start)),
+            cleaner: Mutex::new(CleanerState::new()),
             clean_cursor: AtomicU64::new(log_start.0),
             meta: Mutex::new(MetaState {
                 meta,
