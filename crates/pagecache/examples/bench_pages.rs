@@ -155,21 +155,38 @@ impl Rng {
 struct Args {
     dir: Option<PathBuf>,
     quick: bool,
+    /// Which steps to run (letters of `b`, `p`, `r`); all when `None`.
+    only: Option<String>,
 }
 
-const USAGE: &str = "usage: bench_pages [--dir PATH] [--quick]\n\
-    \x20 --dir PATH  create the benchmark's scratch directory inside PATH (default: the temp dir)\n\
-    \x20 --quick     fewer operations and shorter loops (a smoke run)";
+impl Args {
+    fn runs(&self, step: char) -> bool {
+        self.only.as_ref().is_none_or(|only| only.contains(step))
+    }
+}
+
+const USAGE: &str = "usage: bench_pages [--dir PATH] [--quick] [--only STEPS]\n\
+    \x20 --dir PATH    create the benchmark's scratch directory inside PATH (default: the temp dir)\n\
+    \x20 --quick       fewer operations and shorter loops (a smoke run)\n\
+    \x20 --only STEPS  run only these steps, any of b (B1/B2), p (P), r (R and S); e.g. `--only b`";
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         dir: None,
         quick: false,
+        only: None,
     };
     let mut argv = std::env::args().skip(1);
     while let Some(arg) = argv.next() {
         match arg.as_str() {
             "--quick" => args.quick = true,
+            "--only" => {
+                let steps = argv.next().ok_or("--only needs steps, e.g. `b` or `pr`")?;
+                if steps.is_empty() || !steps.chars().all(|c| "bpr".contains(c)) {
+                    return Err(format!("--only takes letters of `bpr`, not {steps:?}"));
+                }
+                args.only = Some(steps);
+            }
             "--dir" => args.dir = Some(PathBuf::from(argv.next().ok_or("--dir needs a path")?)),
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
@@ -392,7 +409,26 @@ fn run(args: &Args) -> BenchResult<()> {
     ));
     println!();
 
-    // (b) Mixed link/get on resident pages.
+    if args.runs('b') {
+        step_mixed(&plan, &scratch, &mut rows)?;
+    }
+    let mut paged_note = None;
+    if args.runs('p') {
+        paged_note = step_paged_out(&plan, &scratch, &mut rows)?;
+    }
+    if args.runs('r') {
+        step_reopen(&plan, &scratch, &mut rows)?;
+    }
+
+    print_table(&rows);
+    if let Some(note) = paged_note {
+        println!("P ran with the OS page cache NOT dropped ({note}): both sides read from memory.");
+    }
+    Ok(())
+}
+
+/// (b) B1 and B2: mixed link/get on resident pages.
+fn step_mixed(plan: &Plan, scratch: &ScratchDir, rows: &mut Vec<Row>) -> BenchResult<()> {
     let mut mixed = Vec::new();
     for (n_threads, original, figure) in [
         (1, ORIGINAL_MIXED_1T_PER_S, "B1 50% link/50% get, 1 thread"),
@@ -419,7 +455,16 @@ fn run(args: &Args) -> BenchResult<()> {
     );
     println!();
 
-    // (c) Gets of paged-out pages against random 4 KiB preads.
+    Ok(())
+}
+
+/// (c) P: gets of paged-out pages against random 4 KiB preads. Returns why the OS page cache
+/// could not be dropped, if it could not.
+fn step_paged_out(
+    plan: &Plan,
+    scratch: &ScratchDir,
+    rows: &mut Vec<Row>,
+) -> BenchResult<Option<String>> {
     let paged = paged_out_gets(&scratch.sub("p"), plan.n_paged_out_gets)?;
     for (phase_idx, figure) in [
         "P paged-out gets, cold OS cache",
@@ -439,7 +484,11 @@ fn run(args: &Args) -> BenchResult<()> {
     }
     println!();
 
-    // (d) and (e): reopen after many updates, space amplification.
+    Ok((!paged.caches_dropped).then_some(paged.drop_note))
+}
+
+/// (d) and (e) R and S: reopen after many updates, space amplification.
+fn step_reopen(plan: &Plan, scratch: &ScratchDir, rows: &mut Vec<Row>) -> BenchResult<()> {
     let updated = updates_then_reopen(&scratch.sub("r"), plan.n_updates)?;
     rows.push(Row::compared(
         if plan.quick {
@@ -471,13 +520,6 @@ fn run(args: &Args) -> BenchResult<()> {
     ));
     println!();
 
-    print_table(&rows);
-    if !paged.caches_dropped {
-        println!(
-            "P ran with the OS page cache NOT dropped ({}): both sides read from memory.",
-            paged.drop_note
-        );
-    }
     Ok(())
 }
 
