@@ -948,11 +948,19 @@ impl<M: Materializer> Inner<M> {
         span > allowed.max(self.min_span_bytes())
     }
 
-    /// The span the cleaner never tries to go below: the segments the ring may have open
-    /// plus two, so an almost empty store is not cleaned in circles.
+    /// The span the cleaner never tries to go below: the segments the ring's buffers can
+    /// cover at once, plus two (the one being cleaned and the one being filled), so an almost
+    /// empty store is not cleaned in circles.
+    ///
+    /// Fix: this used to be `n_io_bufs + 2` whole segments, which assumed a buffer per
+    /// segment; at the defaults (8 buffers of 1 MiB, 8 MiB segments) it held 80 MiB of log
+    /// back from cleaning, so a store with 50 MiB live sat at 1.6x before the space target
+    /// counted at all.
     fn min_span_bytes(&self) -> u64 {
         let log = self.log.config();
-        (u64::from(log.n_io_bufs()) + 2) * log.segment_len_bytes()
+        let segment_len = log.segment_len_bytes();
+        let ring_bytes = u64::from(log.n_io_bufs()) * u64::from(log.io_buf_len_bytes());
+        (ring_bytes.div_ceil(segment_len) + 2) * segment_len
     }
 
     /// This write's share of cleaning: examine at most `clean_records_per_write` records of

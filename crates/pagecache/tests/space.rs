@@ -129,3 +129,56 @@ fn uniform_overwrites_keep_the_file_within_one_and_a_half_times_live() {
     }
     cache.close().expect("close");
 }
+
+/// Regression: the cleaner's floor on the log span was `n_io_bufs + 2` whole segments, as if
+/// each buffer could hold a segment open. With segments much larger than the ring (the
+/// defaults: 8 buffers of 1 MiB, 8 MiB segments) that floor alone was larger than the space
+/// target: here it would be 10 segments of 256 KiB (2.5 MiB) for about 1.3 MiB live, and the
+/// span stayed at 1.87x live. The floor is now the segments the ring can cover (one) plus two.
+#[test]
+fn segments_larger_than_the_ring_do_not_hold_the_span_above_the_target() {
+    let config = Config::builder()
+        .segment_len_bytes(256 << 10)
+        .io_buf_len_bytes(8 << 10)
+        .n_io_bufs(8)
+        .flush_every(None)
+        .blob_threshold_bytes(4 << 10)
+        .cache_budget_bytes(4 << 20)
+        .background_snapshots(false)
+        .build()
+        .expect("valid");
+    let (cache, _) = PageCache::open(Arc::new(SimStorage::new()), config, Concat).expect("open");
+    let mut versions = Vec::with_capacity(N_PAGES as usize);
+    for pid in 0..N_PAGES {
+        let (_, written) = cache.allocate(value(pid)).expect("allocate");
+        versions.push(written.version);
+    }
+    cache.flush().expect("flush");
+    let live_after_fill = cache.stats().live_bytes;
+    let written_at_start = count(&cache.log_metrics().written_bytes);
+    let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+    let mut n_writes = 0u64;
+    while count(&cache.log_metrics().written_bytes) - written_at_start < 5 * live_after_fill {
+        let pid = rng.next() % N_PAGES;
+        let written = cache
+            .replace(PageId(pid), versions[pid as usize], value(n_writes))
+            .expect("replace")
+            .expect("single writer");
+        versions[pid as usize] = written.version;
+        n_writes += 1;
+        if n_writes.is_multiple_of(FLUSH_EVERY_WRITES) {
+            cache.flush().expect("flush");
+        }
+    }
+    cache.flush().expect("flush");
+    let stats = cache.stats();
+    let span_ratio = stats.log_span_bytes as f64 / stats.live_bytes as f64;
+    eprintln!(
+        "256 KiB segments, 8 x 8 KiB buffers: span {} B, live {} B: span/live {span_ratio:.2}",
+        stats.log_span_bytes, stats.live_bytes
+    );
+    // The cleaner keeps the span at the 1.3x target, give or take the segment it is
+    // cleaning (about 0.2x live here).
+    assert!(span_ratio <= 1.55, "the log span is {span_ratio:.2}x live");
+    cache.close().expect("close");
+}
