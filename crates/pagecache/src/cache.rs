@@ -222,7 +222,7 @@ impl<M: Materializer> PageCache<M> {
             let entry = Entry::new(version, PageState::Live(vec![slot]));
             match inner.table.cas(pid, current, Owned::new(entry), &guard) {
                 Ok(_) => {
-                    retire(&guard, current);
+                    self.inner.retire_unlinked(&guard, current);
                     drop(guard);
                     reservation.complete()?;
                     inner.account(size as i64, location.frame_len_bytes() as i64);
@@ -507,6 +507,42 @@ impl<M: Materializer> Inner<M> {
         }
     }
 
+    /// Retires an entry that this thread's CAS just unlinked, taking back what its memo was
+    /// charged (see [`crate::entry::Memo`]).
+    fn retire_unlinked(&self, guard: &Guard, unlinked: Shared<'_, Entry<M::Fragment>>) {
+        if let Some(entry) = entry_ref(unlinked) {
+            let memo_bytes = entry.memo.retire();
+            if memo_bytes > 0 {
+                self.account(-(memo_bytes as i64), 0);
+            }
+        }
+        retire(guard, unlinked);
+    }
+
+    /// Merges a chain (oldest first) without allocating for the list of references when
+    /// the chain is short (reads merge on every call, so the allocation showed in profiles).
+    fn merge_values<'v>(
+        &self,
+        len: usize,
+        values: impl Iterator<Item = &'v M::Fragment>,
+    ) -> M::Fragment {
+        const ON_STACK: usize = 16;
+        let mut values = values.peekable();
+        let first = *values.peek().expect("a chain is never empty");
+        if len <= ON_STACK {
+            let mut refs = [first; ON_STACK];
+            let mut n = 0;
+            for (slot, value) in refs.iter_mut().zip(values) {
+                *slot = value;
+                n += 1;
+            }
+            self.materializer.merge(&refs[..n])
+        } else {
+            let refs: Vec<&M::Fragment> = values.collect();
+            self.materializer.merge(&refs)
+        }
+    }
+
     /// A link, replace or free: load, check the version, reserve, CAS, then complete (or
     /// abort and retry when the CAS lost to an eviction, a page-in or a relocation).
     ///
@@ -560,12 +596,20 @@ impl<M: Materializer> Inner<M> {
             let mut merged: Option<(Vec<u8>, Arc<M::Fragment>, u64)> = None;
             if consolidate {
                 let fragment = new_fragment.expect("a delta has a fragment");
-                let Some(mut values) = self.read_chain(pid, current, old_chain, &guard)? else {
-                    continue;
+                let value = match old.memo.get() {
+                    // A reader already merged the old chain: merge that and the delta.
+                    Some(memoized) => Arc::new(self.materializer.merge(&[memoized, &**fragment])),
+                    None => {
+                        let Some(mut values) = self.read_chain(pid, current, old_chain, &guard)?
+                        else {
+                            continue;
+                        };
+                        values.push(Arc::clone(fragment));
+                        Arc::new(
+                            self.merge_values(values.len(), values.iter().map(|value| &**value)),
+                        )
+                    }
                 };
-                values.push(Arc::clone(fragment));
-                let refs: Vec<&M::Fragment> = values.iter().map(|value| &**value).collect();
-                let value = Arc::new(self.materializer.merge(&refs));
                 let merged_body = encode_body(self, RecordKind::Base, pid, &value);
                 let size = self.materializer.size_in_bytes(&value) as u64;
                 merged = Some((merged_body, value, size));
@@ -604,7 +648,7 @@ impl<M: Materializer> Inner<M> {
             let became_resident = old.resident_bytes() == 0 && entry.resident_bytes() > 0;
             match self.table.cas(pid.0, current, Owned::new(entry), &guard) {
                 Ok(_) => {
-                    retire(&guard, current);
+                    self.retire_unlinked(&guard, current);
                     drop(guard);
                     reservation.complete()?;
                     self.account(resident_delta, live_delta);
@@ -677,15 +721,31 @@ impl<M: Materializer> Inner<M> {
                 return Ok(None);
             };
             entry.touch();
-            if chain.iter().all(|slot| slot.resident.is_some()) {
+            if entry.fully_resident {
                 self.metrics.n_cache_hits.add(1);
-                let refs: Vec<&M::Fragment> = chain
-                    .iter()
-                    .map(|slot| &**slot.resident.as_ref().expect("checked resident"))
-                    .collect();
+                let value = match entry.memo.get() {
+                    Some(memoized) => memoized.clone(),
+                    None => {
+                        let value = self.merge_values(
+                            chain.len(),
+                            chain
+                                .iter()
+                                .map(|slot| &**slot.resident.as_ref().expect("fully resident")),
+                        );
+                        // A chain of several fragments is worth memoizing: the next reads
+                        // of the unchanged page clone one value instead of merging them all.
+                        if chain.len() > 1 {
+                            let size = self.materializer.size_in_bytes(&value) as u64;
+                            entry
+                                .memo
+                                .offer(value.clone(), size, |delta| self.account(delta, 0));
+                        }
+                        value
+                    }
+                };
                 let page = Page {
                     version: Version(entry.version),
-                    value: self.materializer.merge(&refs),
+                    value,
                 };
                 drop(guard);
                 // Fragments written over the budget become evictable once durable (the
@@ -717,10 +777,9 @@ impl<M: Materializer> Inner<M> {
                     });
                 }
             }
-            let refs: Vec<&M::Fragment> = values.iter().map(|value| &**value).collect();
             let page = Page {
                 version: Version(entry.version),
-                value: self.materializer.merge(&refs),
+                value: self.merge_values(values.len(), values.iter().map(|value| &**value)),
             };
             // Fix (found by tests/cache_pressure.rs, two readers): a reader used to keep what
             // it read even while another thread held the eviction hand, and return; during
@@ -744,7 +803,7 @@ impl<M: Materializer> Inner<M> {
                 .is_ok()
             {
                 let was_resident = entry.resident_bytes() > 0;
-                retire(&guard, current);
+                self.retire_unlinked(&guard, current);
                 self.account(added_bytes as i64, 0);
                 if !was_resident {
                     self.became_resident(pid.0);
@@ -876,7 +935,8 @@ impl<M: Materializer> Inner<M> {
                 continue; // freed: it leaves the ring
             };
             let entry = entry_ref(current).expect("checked above");
-            if !chain.iter().any(|slot| slot.resident.is_some()) {
+            let memo_bytes = entry.memo.charged_bytes();
+            if memo_bytes == 0 && !chain.iter().any(|slot| slot.resident.is_some()) {
                 continue; // already evicted: it leaves the ring
             }
             if entry.referenced.swap(false, Ordering::Relaxed) {
@@ -902,14 +962,16 @@ impl<M: Materializer> Inner<M> {
             if n_kept > 0 {
                 lock(&self.resident_ring).push_back(pid);
             }
-            if n_evicted == 0 {
+            // A memo goes with any eviction (replacing the entry drops it); on its own it
+            // is reason enough to replace the entry, durable or not.
+            if n_evicted == 0 && memo_bytes == 0 {
                 continue;
             }
             let evicted = Entry::new(entry.version, PageState::Live(new_chain));
             evicted.referenced.store(false, Ordering::Relaxed);
             match self.table.cas(pid, current, Owned::new(evicted), &guard) {
                 Ok(_) => {
-                    retire(&guard, current);
+                    self.retire_unlinked(&guard, current);
                     self.account(-(freed_bytes as i64), 0);
                     Metrics::bump(&self.metrics.n_fragments_evicted, n_evicted);
                 }
@@ -1055,17 +1117,22 @@ impl<M: Materializer> Inner<M> {
             let Some(chain) = entry.chain() else {
                 return Ok(());
             };
-            if !chain
-                .iter()
-                .any(|slot| slot.location.lsn == lsn || slot.location.lsn < below)
-            {
+            // The record at `lsn` is below `below` (it is in the segment being cleaned), so
+            // the chain uses it or anything else there exactly when its oldest fragment is
+            // below `below`: one field of the entry, not a walk of the chain.
+            debug_assert!(lsn < below);
+            if entry.oldest_lsn >= below {
                 return Ok(());
             }
-            let Some(values) = self.read_chain(pid, current, chain, &guard)? else {
-                continue;
+            let value = match entry.memo.get() {
+                Some(memoized) => Arc::new(memoized.clone()),
+                None => {
+                    let Some(values) = self.read_chain(pid, current, chain, &guard)? else {
+                        continue;
+                    };
+                    Arc::new(self.merge_values(values.len(), values.iter().map(|value| &**value)))
+                }
             };
-            let refs: Vec<&M::Fragment> = values.iter().map(|value| &**value).collect();
-            let value = Arc::new(self.materializer.merge(&refs));
             let body = encode_body(self, RecordKind::Base, pid, &value);
             let size = self.materializer.size_in_bytes(&value) as u64;
             let mut reservation = self.log.reserve(body.len())?;
@@ -1084,7 +1151,7 @@ impl<M: Materializer> Inner<M> {
             let became_resident = entry.resident_bytes() == 0;
             match self.table.cas(pid.0, current, Owned::new(moved), &guard) {
                 Ok(_) => {
-                    retire(&guard, current);
+                    self.retire_unlinked(&guard, current);
                     drop(guard);
                     reservation.complete()?;
                     self.account(resident_delta, live_delta);
