@@ -12,7 +12,7 @@ use iobuf::{Location, Log, LogMetrics, Lsn, PageId};
 use recovery::SnapshotStore;
 
 use crate::config::Config;
-use crate::entry::{Entry, PageState, Slot, Version, entry_ref, retire};
+use crate::entry::{Entry, PageState, Slot, Version, entry_ref, reclaim_lost, retire};
 use crate::error::{Error, Result};
 use crate::materializer::Materializer;
 use crate::metrics::Metrics;
@@ -204,12 +204,10 @@ impl<M: Materializer> PageCache<M> {
             let previous = entry_ref(current);
             let version = match previous {
                 None => 1,
-                Some(entry) => match entry.state {
-                    PageState::Freed => entry.version + 1,
-                    PageState::Live(_) => unreachable!(
-                        "page {pid} came off the free list or the fresh counter but is live"
-                    ),
-                },
+                Some(entry) if !entry.is_live() => entry.version + 1,
+                Some(_) => unreachable!(
+                    "page {pid} came off the free list or the fresh counter but is live"
+                ),
             };
             let mut reservation = inner.log.reserve(body.len())?;
             reservation.buffer_mut().copy_from_slice(&body);
@@ -511,7 +509,7 @@ impl<M: Materializer> Inner<M> {
     /// charged (see [`crate::entry::Memo`]).
     fn retire_unlinked(&self, guard: &Guard, unlinked: Shared<'_, Entry<M::Fragment>>) {
         if let Some(entry) = entry_ref(unlinked) {
-            let memo_bytes = entry.memo.retire();
+            let memo_bytes = entry.retire_memos();
             if memo_bytes > 0 {
                 self.account(-(memo_bytes as i64), 0);
             }
@@ -540,6 +538,44 @@ impl<M: Materializer> Inner<M> {
         } else {
             let refs: Vec<&M::Fragment> = values.collect();
             self.materializer.merge(&refs)
+        }
+    }
+
+    /// The merged value of a fully resident chain whose head has no memo: the fragments
+    /// newer than the newest memo below the head, merged onto that memo (or the whole chain
+    /// when there is none). References go on the stack for chains of up to 16.
+    fn merge_resident(&self, head: &Entry<M::Fragment>) -> M::Fragment {
+        const ON_STACK: usize = 16;
+        fn own<F>(node: &Entry<F>) -> &F {
+            let slot = node.slot().expect("a live chain's nodes hold fragments");
+            slot.resident.as_deref().expect("fully resident")
+        }
+        let mut on_stack = [own(head); ON_STACK];
+        let mut spilled: Vec<&M::Fragment> = Vec::new();
+        let mut n = 0usize;
+        for (depth, node) in head.nodes().enumerate() {
+            let memo = if depth > 0 { node.memo.get() } else { None };
+            let value = memo.unwrap_or_else(|| own(node));
+            if n < ON_STACK {
+                on_stack[n] = value;
+            } else {
+                if spilled.is_empty() {
+                    spilled.extend_from_slice(&on_stack);
+                }
+                spilled.push(value);
+            }
+            n += 1;
+            if memo.is_some() {
+                break;
+            }
+        }
+        // Collected newest first; the materializer takes the chain oldest first.
+        if n <= ON_STACK {
+            on_stack[..n].reverse();
+            self.materializer.merge(&on_stack[..n])
+        } else {
+            spilled.reverse();
+            self.materializer.merge(&spilled)
         }
     }
 
@@ -574,25 +610,25 @@ impl<M: Materializer> Inner<M> {
         loop {
             let guard = epoch::pin();
             let current = self.table.load(pid.0, &guard);
-            let (old, old_chain) = match entry_ref(current) {
-                Some(old) if old.version == expected.0 => match old.chain() {
-                    Some(chain) => (old, chain),
-                    None => {
-                        Metrics::bump(&self.metrics.n_stale, 1);
-                        return Ok(Err((None, fragment)));
-                    }
-                },
+            let old = match entry_ref(current) {
+                Some(old) if old.version == expected.0 && old.is_live() => old,
+                Some(old) if old.version == expected.0 => {
+                    Metrics::bump(&self.metrics.n_stale, 1);
+                    return Ok(Err((None, fragment)));
+                }
                 other => {
                     // A stale version: nothing is written and the fragment goes back.
                     Metrics::bump(&self.metrics.n_stale, 1);
-                    let current = other.and_then(|old| old.chain().map(|_| Version(old.version)));
+                    let current = other
+                        .filter(|old| old.is_live())
+                        .map(|old| Version(old.version));
                     return Ok(Err((current, fragment)));
                 }
             };
             let new_fragment = fragment.as_ref();
             // A long chain is consolidated by this writer: the record becomes the merged base.
             let consolidate = kind == RecordKind::Delta
-                && old_chain.len() + 1 >= self.config.consolidate_after_fragments as usize;
+                && old.chain_len() + 1 >= self.config.consolidate_after_fragments as usize;
             let mut merged: Option<(Vec<u8>, Arc<M::Fragment>, u64)> = None;
             if consolidate {
                 let fragment = new_fragment.expect("a delta has a fragment");
@@ -600,7 +636,8 @@ impl<M: Materializer> Inner<M> {
                     // A reader already merged the old chain: merge that and the delta.
                     Some(memoized) => Arc::new(self.materializer.merge(&[memoized, &**fragment])),
                     None => {
-                        let Some(mut values) = self.read_chain(pid, current, old_chain, &guard)?
+                        let old_chain = old.chain().expect("checked live");
+                        let Some(mut values) = self.read_chain(pid, current, &old_chain, &guard)?
                         else {
                             continue;
                         };
@@ -619,36 +656,50 @@ impl<M: Materializer> Inner<M> {
             reservation.buffer_mut().copy_from_slice(record_bytes);
             let location = reservation.location();
             let version = old.version + 1;
-            let state = match (&merged, kind) {
-                (Some((_, value, size)), _) => PageState::Live(vec![Slot {
-                    location,
-                    resident: Some(Arc::clone(value)),
-                    resident_bytes: *size,
-                }]),
-                (None, RecordKind::Delta) => {
-                    let mut chain = Vec::with_capacity(old_chain.len() + 1);
-                    chain.extend(old_chain.iter().cloned());
-                    chain.push(Slot {
+            let entry = match (&merged, kind) {
+                (Some((_, value, size)), _) => Entry::new(
+                    version,
+                    PageState::Live(vec![Slot {
+                        location,
+                        resident: Some(Arc::clone(value)),
+                        resident_bytes: *size,
+                    }]),
+                ),
+                // A delta is one node over the current head: no copy of the chain.
+                (None, RecordKind::Delta) => Entry::over(
+                    version,
+                    Slot {
                         location,
                         resident: new_fragment.cloned(),
                         resident_bytes: new_size,
-                    });
-                    PageState::Live(chain)
-                }
-                (None, RecordKind::Base) => PageState::Live(vec![Slot {
-                    location,
-                    resident: new_fragment.cloned(),
-                    resident_bytes: new_size,
-                }]),
-                (None, _) => PageState::Freed,
+                    },
+                    current,
+                    old,
+                ),
+                (None, RecordKind::Base) => Entry::new(
+                    version,
+                    PageState::Live(vec![Slot {
+                        location,
+                        resident: new_fragment.cloned(),
+                        resident_bytes: new_size,
+                    }]),
+                ),
+                (None, _) => Entry::new(version, PageState::Freed),
             };
-            let entry = Entry::new(version, state);
+            let is_delta_node = merged.is_none() && kind == RecordKind::Delta;
             let resident_delta = entry.resident_bytes() as i64 - old.resident_bytes() as i64;
             let live_delta = entry.live_bytes() as i64 - old.live_bytes() as i64;
             let became_resident = old.resident_bytes() == 0 && entry.resident_bytes() > 0;
             match self.table.cas(pid.0, current, Owned::new(entry), &guard) {
-                Ok(_) => {
-                    self.retire_unlinked(&guard, current);
+                Ok(installed) => {
+                    if is_delta_node {
+                        // The old head lives on inside the new chain.
+                        entry_ref(installed)
+                            .expect("just installed")
+                            .take_ownership_of_older();
+                    } else {
+                        self.retire_unlinked(&guard, current);
+                    }
                     drop(guard);
                     reservation.complete()?;
                     self.account(resident_delta, live_delta);
@@ -670,7 +721,10 @@ impl<M: Materializer> Inner<M> {
                         lsn: location.lsn,
                     }));
                 }
-                Err(_) => {
+                Err((_, lost)) => {
+                    // Not installed: drop it without touching the old head (still the
+                    // table's).
+                    drop(reclaim_lost(lost));
                     drop(guard);
                     reservation.abort()?;
                     Metrics::bump(&self.metrics.n_write_retries, 1);
@@ -717,24 +771,20 @@ impl<M: Materializer> Inner<M> {
             let Some(entry) = entry_ref(current) else {
                 return Ok(None);
             };
-            let Some(chain) = entry.chain() else {
+            if !entry.is_live() {
                 return Ok(None);
-            };
+            }
             entry.touch();
-            if entry.fully_resident {
+            if entry.fully_resident() {
                 self.metrics.n_cache_hits.add(1);
                 let value = match entry.memo.get() {
                     Some(memoized) => memoized.clone(),
                     None => {
-                        let value = self.merge_values(
-                            chain.len(),
-                            chain
-                                .iter()
-                                .map(|slot| &**slot.resident.as_ref().expect("fully resident")),
-                        );
+                        let value = self.merge_resident(entry);
                         // A chain of several fragments is worth memoizing: the next reads
-                        // of the unchanged page clone one value instead of merging them all.
-                        if chain.len() > 1 {
+                        // of the unchanged page clone one value, and after a link they
+                        // merge only the new delta onto it.
+                        if entry.chain_len() > 1 {
                             let size = self.materializer.size_in_bytes(&value) as u64;
                             entry
                                 .memo
@@ -754,8 +804,9 @@ impl<M: Materializer> Inner<M> {
                 self.maybe_evict();
                 return Ok(Some(page));
             }
+            let chain = entry.chain().expect("checked live");
             let started = Instant::now();
-            let Some(values) = self.read_chain(pid, current, chain, &guard)? else {
+            let Some(values) = self.read_chain(pid, current, &chain, &guard)? else {
                 continue;
             };
             self.metrics.page_in_latency.record(started.elapsed());
@@ -766,7 +817,7 @@ impl<M: Materializer> Inner<M> {
             let mut added_bytes = 0u64;
             for (slot, value) in chain.iter().zip(&values) {
                 if slot.resident.is_some() {
-                    new_chain.push(slot.clone());
+                    new_chain.push((*slot).clone());
                 } else {
                     let size = self.materializer.size_in_bytes(value) as u64;
                     added_bytes += size;
@@ -826,7 +877,7 @@ impl<M: Materializer> Inner<M> {
         &self,
         pid: PageId,
         current: Shared<'_, Entry<M::Fragment>>,
-        chain: &[Slot<M::Fragment>],
+        chain: &[&Slot<M::Fragment>],
         guard: &Guard,
     ) -> Result<Option<Vec<Arc<M::Fragment>>>> {
         match self.chain_values(pid, chain) {
@@ -840,7 +891,7 @@ impl<M: Materializer> Inner<M> {
     fn chain_values(
         &self,
         pid: PageId,
-        chain: &[Slot<M::Fragment>],
+        chain: &[&Slot<M::Fragment>],
     ) -> Result<Vec<Arc<M::Fragment>>> {
         let mut values = Vec::with_capacity(chain.len());
         for slot in chain {
@@ -955,7 +1006,7 @@ impl<M: Materializer> Inner<M> {
                         Slot::on_disk(slot.location)
                     } else {
                         n_kept += u64::from(slot.resident.is_some());
-                        slot.clone()
+                        (*slot).clone()
                     }
                 })
                 .collect();
@@ -1114,20 +1165,19 @@ impl<M: Materializer> Inner<M> {
             let Some(entry) = entry_ref(current) else {
                 return Ok(());
             };
-            let Some(chain) = entry.chain() else {
-                return Ok(());
-            };
             // The record at `lsn` is below `below` (it is in the segment being cleaned), so
             // the chain uses it or anything else there exactly when its oldest fragment is
-            // below `below`: one field of the entry, not a walk of the chain.
+            // below `below`: one field of the entry, not a walk of the chain (a freed page's
+            // oldest LSN is the largest there is).
             debug_assert!(lsn < below);
-            if entry.oldest_lsn >= below {
+            if entry.oldest_lsn() >= below {
                 return Ok(());
             }
             let value = match entry.memo.get() {
                 Some(memoized) => Arc::new(memoized.clone()),
                 None => {
-                    let Some(values) = self.read_chain(pid, current, chain, &guard)? else {
+                    let chain = entry.chain().expect("a freed page has no oldest fragment");
+                    let Some(values) = self.read_chain(pid, current, &chain, &guard)? else {
                         continue;
                     };
                     Arc::new(self.merge_values(values.len(), values.iter().map(|value| &**value)))
