@@ -1,6 +1,6 @@
 //! Opening a directory: the persisted configuration, the log, the newest snapshot, replay.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize};
 use std::sync::{Arc, Condvar, Mutex};
@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crossbeam_epoch as epoch;
 use iobuf::storage::{FsStorage, Storage};
 use iobuf::{Location, Lsn};
-use recovery::{RecoveryError, RecoveryReport, SnapshotInfo, SnapshotStore};
+use recovery::{OpenOptions, RecoveryError, RecoveryReport, SnapshotInfo, SnapshotStore};
 
 use crate::cache::{CleanerState, Inner, MetaState, PageCache};
 use crate::config::Config;
@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::materializer::Materializer;
 use crate::metrics::Metrics;
 use crate::persisted::{FORMAT_VERSION, PersistedConfig};
-use crate::record::{self, Meta, RecordKind, SnapshotContent};
+use crate::record::{self, Meta, RecordKind, SnapshotPage, SnapshotView};
 use crate::snapshot::run_background;
 use crate::table::{PAGE_ID_LIMIT, PageTable};
 
@@ -97,15 +97,36 @@ impl<M: Materializer> PageCache<M> {
         if let Some(on_disk) = &on_disk {
             on_disk.check(&requested)?;
         }
+        // The snapshot first (read-only): its replay point tells recovery where frame
+        // verification must start. Reading it before recovery takes the directory's lock is
+        // safe: snapshot files appear whole (renamed into place), and should another opener
+        // write a newer one meanwhile, this older one is still a correct starting point, the
+        // same one the fallback to an older snapshot relies on.
         let snapshots = SnapshotStore::new(Arc::clone(&storage));
-        let (log, log_report) =
-            recovery::open_log(Arc::clone(&storage), config.log.config().clone()).map_err(
-                |error| match error {
-                    RecoveryError::Locked => Error::Locked,
-                    RecoveryError::Log(iobuf::LogError::Locked) => Error::Locked,
-                    other => Error::Recovery(other),
-                },
-            )?;
+        let loaded = snapshots.load_newest()?;
+        let snapshot = match &loaded {
+            Some(loaded) => Some(
+                SnapshotView::parse(&loaded.payload)
+                    .map_err(|reason| snapshot_corruption(&loaded.info, reason))?,
+            ),
+            None => None,
+        };
+        // Everything below the snapshot's replay point that the page cache still uses is
+        // reached through a location in the snapshot and checksummed when read, so recovery
+        // verifies frames only from there on (see `recovery::OpenOptions::scan_from`).
+        let scan_from = loaded
+            .as_ref()
+            .map_or(Lsn(0), |loaded| loaded.info.replay_from);
+        let (log, log_report) = recovery::open_log_with(
+            Arc::clone(&storage),
+            config.log.config().clone(),
+            OpenOptions::new().scan_from(scan_from),
+        )
+        .map_err(|error| match error {
+            RecoveryError::Locked => Error::Locked,
+            RecoveryError::Log(iobuf::LogError::Locked) => Error::Locked,
+            other => Error::Recovery(other),
+        })?;
         if on_disk.is_none() {
             if log_report.tip > log_report.log_start && !log_report.created {
                 return Err(Error::NotAPageCache {
@@ -114,38 +135,28 @@ impl<M: Materializer> PageCache<M> {
             }
             requested.write(&*storage)?;
         }
-        let loaded = snapshots.load_newest()?;
         let log_start = log_report.log_start;
 
-        let mut pages: HashMap<u64, Vec<Location>> = HashMap::new();
-        let mut next_pid = 0u64;
+        let mut rebuild = Rebuild::default();
         let mut meta = Meta::default();
         let mut meta_location: Option<Location> = None;
         let mut meta_lsn = Lsn(0);
         let mut replay_from = log_start;
         let mut snapshot_info = None;
         let mut rejected_snapshots = Vec::new();
-        if let Some(loaded) = loaded {
-            let content = SnapshotContent::decode(&loaded.payload).map_err(|reason| {
-                Error::corruption(
-                    None,
-                    None,
-                    format!("snapshot {}: {reason}", loaded.info.file_name),
-                )
-            })?;
-            next_pid = content.next_pid;
-            meta = content.meta;
-            meta_lsn = content.meta_lsn;
-            for (pid, chain) in content.pages {
-                pages.insert(pid.0, chain);
-            }
+        if let (Some(loaded), Some(snapshot)) = (&loaded, &snapshot) {
+            rebuild
+                .load_snapshot(snapshot)
+                .map_err(|reason| snapshot_corruption(&loaded.info, reason))?;
+            meta = snapshot.meta.clone();
+            meta_lsn = snapshot.meta_lsn;
             replay_from = replay_from.max(loaded.info.replay_from);
             rejected_snapshots = loaded
                 .rejected
                 .iter()
                 .map(|rejected| (rejected.file_name.clone(), rejected.reason.clone()))
                 .collect();
-            snapshot_info = Some(loaded.info);
+            snapshot_info = Some(loaded.info.clone());
         }
 
         let mut records_replayed = 0u64;
@@ -173,44 +184,39 @@ impl<M: Materializer> PageCache<M> {
                     "page id beyond the table's limit",
                 ));
             }
-            next_pid = next_pid.max(pid.0 + 1);
-            let chain = pages.get(&pid.0);
-            if chain.is_some_and(|chain| chain.last().is_some_and(|last| location.lsn <= last.lsn))
-            {
+            if rebuild.replay(pid.0, kind, location) {
+                records_replayed += 1;
+            } else {
                 records_skipped += 1;
-                continue;
-            }
-            records_replayed += 1;
-            match kind {
-                RecordKind::Base => {
-                    pages.insert(pid.0, vec![location]);
-                }
-                RecordKind::Delta => pages.entry(pid.0).or_default().push(location),
-                RecordKind::Free => {
-                    pages.remove(&pid.0);
-                }
-                RecordKind::Meta => unreachable!("handled above"),
             }
         }
 
-        // A page still pointing below the log's start was freed: had it been live when its
-        // segment was cleaned, the cleaner would have rewritten it above the start first.
-        // Its free record was cleaned away after the snapshot that still lists it.
-        let n_before = pages.len();
-        pages.retain(|_, chain| chain.iter().all(|location| location.lsn >= log_start));
-        let n_pages_dropped_as_freed = (n_before - pages.len()) as u64;
-
+        // Each page's chain is built once, at its final length, and moved into its entry.
         let table = PageTable::new();
         let mut live_bytes = 0u64;
+        let mut n_pages = 0u64;
+        let mut n_pages_dropped_as_freed = 0u64;
+        let next_pid = rebuild.next_pid;
+        let mut free_ids: VecDeque<(u64, Lsn)> = VecDeque::new();
         {
             let guard = epoch::pin();
-            for (&pid, chain) in &pages {
-                let slots: Vec<Slot<M::Fragment>> = chain
-                    .iter()
-                    .map(|location| Slot::on_disk(*location))
-                    .collect();
-                let entry = Entry::new(1, PageState::Live(slots));
+            for (pid, chain) in rebuild.into_chains::<M::Fragment>() {
+                let Some(chain) = chain else {
+                    free_ids.push_back((pid, Lsn(0)));
+                    continue;
+                };
+                // A page still pointing below the log's start was freed: had it been live
+                // when its segment was cleaned, the cleaner would have rewritten it above the
+                // start first. Its free record was cleaned away after the snapshot that
+                // still lists it.
+                if chain.iter().any(|slot| slot.location.lsn < log_start) {
+                    n_pages_dropped_as_freed += 1;
+                    free_ids.push_back((pid, Lsn(0)));
+                    continue;
+                }
+                let entry = Entry::new(1, PageState::Live(chain));
                 live_bytes += entry.live_bytes();
+                n_pages += 1;
                 let current = table.load(pid, &guard);
                 if table
                     .cas(pid, current, crossbeam_epoch::Owned::new(entry), &guard)
@@ -220,10 +226,6 @@ impl<M: Materializer> PageCache<M> {
                 }
             }
         }
-        let free_ids: VecDeque<(u64, Lsn)> = (0..next_pid)
-            .filter(|pid| !pages.contains_key(pid))
-            .map(|pid| (pid, Lsn(0)))
-            .collect();
         let meta_frame_len = match meta_location {
             Some(location) => location.frame_len_bytes(),
             // From the snapshot: its exact frame length is not recorded; the record is small.
@@ -235,8 +237,6 @@ impl<M: Materializer> PageCache<M> {
             None => 0,
         };
         live_bytes += meta_frame_len;
-        let n_pages = pages.len() as u64;
-        drop(pages);
 
         let id_high_water = meta.id_high_water;
         let n_free_ids = free_ids.len();
@@ -292,5 +292,128 @@ impl<M: Materializer> PageCache<M> {
             elapsed: started.elapsed(),
         };
         Ok((PageCache { inner, background }, report))
+    }
+}
+
+fn snapshot_corruption(info: &SnapshotInfo, reason: String) -> Error {
+    Error::corruption(None, None, format!("snapshot {}: {reason}", info.file_name))
+}
+
+/// What opening knows of one page id while it reads the snapshot and replays the log.
+#[derive(Clone, Copy, Default)]
+struct PageFacts<'a> {
+    /// The page's chain in the snapshot, if it is there.
+    snapshot: Option<SnapshotPage<'a>>,
+    /// Replay skips this page's records at or below this LSN: the snapshot holds them.
+    /// (Records come in LSN order, so once one is replayed, every later one is newer.)
+    snapshot_last_lsn: Lsn,
+    /// The index in [`Rebuild::records`] of the last base or free record replayed; the
+    /// chain is rebuilt from there. `None` when the chain still starts with the snapshot's.
+    restart: Option<usize>,
+    /// How long the chain is after everything replayed so far (0: no page).
+    n_slots: usize,
+}
+
+/// The page table as it is rebuilt at open: the snapshot's chains, read in place, and the
+/// replayed records in one flat list, so that each page's final chain is allocated once.
+#[derive(Default)]
+struct Rebuild<'a> {
+    /// By page id, up to `next_pid`.
+    pages: Vec<PageFacts<'a>>,
+    /// (page, kind, location) of every record replayed, in LSN order.
+    records: Vec<(u64, RecordKind, Location)>,
+    /// The first page id never handed out.
+    next_pid: u64,
+}
+
+impl<'a> Rebuild<'a> {
+    fn load_snapshot(&mut self, snapshot: &SnapshotView<'a>) -> Result<(), String> {
+        if snapshot.next_pid > PAGE_ID_LIMIT {
+            return Err(format!(
+                "next page id {} is beyond the table's limit",
+                snapshot.next_pid
+            ));
+        }
+        self.next_pid = snapshot.next_pid;
+        self.pages = vec![PageFacts::default(); snapshot.next_pid as usize];
+        for page in snapshot.pages() {
+            let page = page?;
+            let Some(facts) = self.pages.get_mut(page.pid.0 as usize) else {
+                return Err(format!(
+                    "page {} is not below the next page id {}",
+                    page.pid.0, snapshot.next_pid
+                ));
+            };
+            if facts.snapshot.is_some() {
+                return Err(format!("page {} is listed twice", page.pid.0));
+            }
+            *facts = PageFacts {
+                snapshot: Some(page),
+                snapshot_last_lsn: page.last_lsn(),
+                restart: None,
+                n_slots: page.n_slots(),
+            };
+        }
+        Ok(())
+    }
+
+    /// Applies one page record (`pid` below the table's limit); whether it was replayed
+    /// (`false`: skipped, the snapshot already holds it).
+    fn replay(&mut self, pid: u64, kind: RecordKind, location: Location) -> bool {
+        let index = pid as usize;
+        if index >= self.pages.len() {
+            self.pages.resize(index + 1, PageFacts::default());
+        }
+        self.next_pid = self.next_pid.max(pid + 1);
+        let facts = &mut self.pages[index];
+        if facts.snapshot.is_some() && location.lsn <= facts.snapshot_last_lsn {
+            return false;
+        }
+        match kind {
+            RecordKind::Base => {
+                facts.restart = Some(self.records.len());
+                facts.n_slots = 1;
+            }
+            RecordKind::Delta => facts.n_slots += 1,
+            RecordKind::Free => {
+                facts.restart = Some(self.records.len());
+                facts.n_slots = 0;
+            }
+            RecordKind::Meta => unreachable!("metadata records are not page records"),
+        }
+        self.records.push((pid, kind, location));
+        true
+    }
+
+    /// Every page id below `next_pid` with its chain (oldest first), `None` for an id
+    /// with no page.
+    fn into_chains<F>(self) -> impl Iterator<Item = (u64, Option<Vec<Slot<F>>>)> {
+        let mut chains: Vec<Vec<Slot<F>>> = self
+            .pages
+            .iter()
+            .map(|facts| {
+                let mut chain = Vec::with_capacity(facts.n_slots);
+                if facts.n_slots > 0
+                    && facts.restart.is_none()
+                    && let Some(page) = &facts.snapshot
+                {
+                    chain.extend(page.locations().map(Slot::on_disk));
+                }
+                chain
+            })
+            .collect();
+        for (index, (pid, kind, location)) in self.records.iter().enumerate() {
+            let pid = *pid as usize;
+            let facts = &self.pages[pid];
+            let from = facts.restart.unwrap_or(0);
+            if index >= from && *kind != RecordKind::Free {
+                chains[pid].push(Slot::on_disk(*location));
+            }
+        }
+        let next_pid = self.next_pid;
+        chains
+            .into_iter()
+            .zip(0..next_pid)
+            .map(|(chain, pid)| (pid, (!chain.is_empty()).then_some(chain)))
     }
 }

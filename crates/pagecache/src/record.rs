@@ -108,17 +108,6 @@ pub(crate) const SNAPSHOT_SLOT_LEN: usize = 25;
 /// The snapshot payload's own version (the snapshot file has its own header).
 pub(crate) const SNAPSHOT_PAYLOAD_VERSION: u32 = 1;
 
-/// What a snapshot holds: every live page's fragment locations, the metadata, and the first
-/// page id never handed out.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) struct SnapshotContent {
-    pub(crate) next_pid: u64,
-    pub(crate) meta_lsn: Lsn,
-    pub(crate) meta: Meta,
-    /// (page, chain oldest first).
-    pub(crate) pages: Vec<(PageId, Vec<Location>)>,
-}
-
 /// Builds a snapshot payload page by page, without holding all pages twice in memory.
 pub(crate) struct SnapshotWriter {
     out: Vec<u8>,
@@ -169,8 +158,31 @@ impl SnapshotWriter {
     }
 }
 
-impl SnapshotContent {
-    pub(crate) fn decode(bytes: &[u8]) -> Result<SnapshotContent, String> {
+/// A snapshot payload read in place: the header fields are decoded, the pages are visited
+/// straight from the bytes (no chain is built per page, so opening allocates each page's
+/// chain once, at its final length).
+#[derive(Clone, Debug)]
+pub(crate) struct SnapshotView<'a> {
+    pub(crate) next_pid: u64,
+    pub(crate) meta_lsn: Lsn,
+    pub(crate) meta: Meta,
+    pub(crate) n_pages: u64,
+    /// The page records, each `pid, n_slots, n_slots x slot`.
+    pages: &'a [u8],
+}
+
+/// One page of a snapshot: its id and its chain's slots, oldest first (never empty).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SnapshotPage<'a> {
+    pub(crate) pid: PageId,
+    /// `n_slots x SNAPSHOT_SLOT_LEN` bytes, each slot's storage byte already checked.
+    slots: &'a [u8],
+}
+
+impl<'a> SnapshotView<'a> {
+    /// Decodes the header fields. The pages are checked as [`SnapshotView::pages`] visits
+    /// them.
+    pub(crate) fn parse(bytes: &'a [u8]) -> Result<SnapshotView<'a>, String> {
         let mut reader = Reader::new(bytes, "snapshot");
         let version = reader.u32()?;
         if version != SNAPSHOT_PAYLOAD_VERSION {
@@ -183,47 +195,99 @@ impl SnapshotContent {
         let meta_len = reader.u32()? as usize;
         let meta = Meta::decode(reader.bytes(meta_len)?)?;
         let n_pages = reader.u64()?;
-        // Each page takes at least 12 bytes: refuse a count the payload cannot hold before
-        // reserving memory for it.
-        if n_pages > (reader.remaining() / 12) as u64 {
+        // Each page takes at least 12 + 25 bytes: refuse a count the payload cannot hold, so
+        // a caller may size memory by it.
+        if n_pages > (reader.remaining() / (12 + SNAPSHOT_SLOT_LEN)) as u64 {
             return Err(format!("{n_pages} pages cannot fit in the snapshot"));
         }
-        let mut pages = Vec::with_capacity(n_pages as usize);
-        for _ in 0..n_pages {
-            let pid = PageId(reader.u64()?);
-            let n_slots = reader.u32()? as usize;
-            if n_slots == 0 || n_slots > reader.remaining() / SNAPSHOT_SLOT_LEN {
-                return Err(format!(
-                    "page {} has an impossible chain length {n_slots}",
-                    pid.0
-                ));
-            }
-            let mut chain = Vec::with_capacity(n_slots);
-            for _ in 0..n_slots {
-                let lsn = Lsn(reader.u64()?);
-                let file_offset = reader.u64()?;
-                let len_bytes = reader.u64()?;
-                let stored = match reader.u8()? {
-                    0 => Stored::Inline,
-                    1 => Stored::Blob,
-                    other => return Err(format!("unknown storage kind {other}")),
-                };
-                chain.push(Location {
-                    lsn,
-                    file_offset,
-                    len_bytes,
-                    stored,
-                });
-            }
-            pages.push((pid, chain));
-        }
-        reader.finish()?;
-        Ok(SnapshotContent {
+        let pages = reader.bytes(reader.remaining())?;
+        Ok(SnapshotView {
             next_pid,
             meta_lsn,
             meta,
+            n_pages,
             pages,
         })
+    }
+
+    /// The pages in the order written, each checked; after the last one, an error if bytes
+    /// are left over.
+    pub(crate) fn pages(&self) -> impl Iterator<Item = Result<SnapshotPage<'a>, String>> + use<'a> {
+        let mut reader = Reader::new(self.pages, "snapshot");
+        let mut n_left = self.n_pages;
+        let mut failed = false;
+        std::iter::from_fn(move || {
+            if failed {
+                return None;
+            }
+            let next = if n_left == 0 {
+                match reader.remaining() {
+                    0 => return None,
+                    n => Err(format!("{n} trailing bytes after the snapshot")),
+                }
+            } else {
+                n_left -= 1;
+                SnapshotPage::read(&mut reader)
+            };
+            failed = next.is_err();
+            Some(next)
+        })
+    }
+}
+
+impl<'a> SnapshotPage<'a> {
+    fn read(reader: &mut Reader<'a>) -> Result<SnapshotPage<'a>, String> {
+        let pid = PageId(reader.u64()?);
+        let n_slots = reader.u32()? as usize;
+        if n_slots == 0 || n_slots > reader.remaining() / SNAPSHOT_SLOT_LEN {
+            return Err(format!(
+                "page {} has an impossible chain length {n_slots}",
+                pid.0
+            ));
+        }
+        let slots = reader.bytes(n_slots * SNAPSHOT_SLOT_LEN)?;
+        for slot in slots.chunks_exact(SNAPSHOT_SLOT_LEN) {
+            let stored = slot[SNAPSHOT_SLOT_LEN - 1];
+            if stored > 1 {
+                return Err(format!("unknown storage kind {stored}"));
+            }
+        }
+        Ok(SnapshotPage { pid, slots })
+    }
+
+    /// The chain's length (at least 1).
+    pub(crate) fn n_slots(&self) -> usize {
+        self.slots.len() / SNAPSHOT_SLOT_LEN
+    }
+
+    /// The chain's locations, oldest first.
+    pub(crate) fn locations(&self) -> impl ExactSizeIterator<Item = Location> + use<'a> {
+        self.slots.chunks_exact(SNAPSHOT_SLOT_LEN).map(decode_slot)
+    }
+
+    /// The newest fragment's LSN.
+    pub(crate) fn last_lsn(&self) -> Lsn {
+        self.locations()
+            .last()
+            .map_or(Lsn(0), |location| location.lsn)
+    }
+}
+
+/// One slot of `SNAPSHOT_SLOT_LEN` bytes whose storage byte was checked.
+fn decode_slot(slot: &[u8]) -> Location {
+    let u64_at = |at: usize| {
+        let mut le = [0u8; 8];
+        le.copy_from_slice(&slot[at..at + 8]);
+        u64::from_le_bytes(le)
+    };
+    Location {
+        lsn: Lsn(u64_at(0)),
+        file_offset: u64_at(8),
+        len_bytes: u64_at(16),
+        stored: match slot[24] {
+            1 => Stored::Blob,
+            _ => Stored::Inline,
+        },
     }
 }
 
@@ -255,10 +319,6 @@ impl<'a> Reader<'a> {
         let slice = &self.bytes[self.at..self.at + len];
         self.at += len;
         Ok(slice)
-    }
-
-    fn u8(&mut self) -> Result<u8, String> {
-        Ok(self.bytes(1)?[0])
     }
 
     fn u16(&mut self) -> Result<u16, String> {
@@ -295,6 +355,16 @@ impl<'a> Reader<'a> {
 mod tests {
     use super::*;
 
+    /// Parses and visits every page, as opening does.
+    fn read_whole(bytes: &[u8]) -> Result<u64, String> {
+        let view = SnapshotView::parse(bytes)?;
+        let mut n_slots = 0;
+        for page in view.pages() {
+            n_slots += page?.n_slots() as u64;
+        }
+        Ok(n_slots)
+    }
+
     #[test]
     fn record_header_round_trips_and_refuses_garbage() {
         let mut bytes = vec![0u8; RECORD_HEADER_LEN + 3];
@@ -329,17 +399,29 @@ mod tests {
             vec![location(200, Stored::Blob), location(300, Stored::Inline)].into_iter(),
         );
         let bytes = writer.finish();
-        let content = SnapshotContent::decode(&bytes).expect("valid");
-        assert_eq!(content.next_pid, 9);
-        assert_eq!(content.meta_lsn, Lsn(40));
-        assert_eq!(content.meta, meta);
-        assert_eq!(content.pages.len(), 2);
-        assert_eq!(content.pages[1].1[0].stored, Stored::Blob);
+        let view = SnapshotView::parse(&bytes).expect("valid");
+        assert_eq!(view.next_pid, 9);
+        assert_eq!(view.meta_lsn, Lsn(40));
+        assert_eq!(view.meta, meta);
+        let pages: Vec<SnapshotPage<'_>> = view.pages().collect::<Result<_, _>>().expect("valid");
+        assert_eq!(pages.len(), 2);
+        assert_eq!(pages[0].pid, PageId(1));
+        let chain: Vec<Location> = pages[1].locations().collect();
+        assert_eq!(
+            chain,
+            vec![location(200, Stored::Blob), location(300, Stored::Inline)]
+        );
+        assert_eq!(pages[1].n_slots(), 2);
+        assert_eq!(pages[1].last_lsn(), Lsn(300));
         for len in 0..bytes.len() {
-            assert!(SnapshotContent::decode(&bytes[..len]).is_err(), "len {len}");
+            assert!(read_whole(&bytes[..len]).is_err(), "len {len}");
         }
         let mut longer = bytes.clone();
         longer.push(0);
-        assert!(SnapshotContent::decode(&longer).is_err());
+        assert!(read_whole(&longer).is_err());
+        let mut bad_kind = bytes.clone();
+        let last = bad_kind.len() - 1;
+        bad_kind[last] = 7;
+        assert!(read_whole(&bad_kind).is_err());
     }
 }

@@ -34,6 +34,15 @@
 //! * **Nothing is overwritten before it is understood**: all checks run before the first write;
 //!   a configuration that contradicts the files ([`RecoveryError::ConfigMismatch`]) or a
 //!   directory held by another opener ([`RecoveryError::Locked`]) leaves every byte as it was.
+//! * **Verification where it is needed** ([`open_log_with`], [`OpenOptions::scan_from`]): a
+//!   caller that holds its own checksummed record that the log was durable up to some LSN
+//!   (the page cache's snapshot) may have frames verified only from the segment holding it
+//!   on; the segments below are checked by their header only. No legitimate torn tail can lie
+//!   below a durable point, no stable marker there can claim more than it, and every frame
+//!   below is still verified when it is read ([`iobuf::Log::read`], [`iobuf::Log::iter_from`]),
+//!   so damage there becomes a typed error at read time instead of at open. The claim itself
+//!   is checked: a log that ends before it is [`RecoveryError::Corruption`]. Plain
+//!   [`open_log`] verifies everything.
 //! * **Safe restart**: the torn tail and the headers of segments written past it are erased and
 //!   synced before the log writes again, so a stale frame can never be mistaken for a new one,
 //!   and the segment accountant is rebuilt with the true end of the file (the original reused
@@ -62,7 +71,7 @@ mod report;
 mod snapshot;
 
 pub use error::RecoveryError;
-pub use open::{open_log, open_log_dir};
+pub use open::{OpenOptions, open_log, open_log_dir, open_log_with};
 pub use report::RecoveryReport;
 pub use snapshot::{
     LoadedSnapshot, MAX_SNAPSHOT_PAYLOAD_LEN_BYTES, RejectedSnapshot, SnapshotInfo, SnapshotStore,

@@ -10,7 +10,11 @@
 //!    Each is scanned frame by frame; the chain ends at the first frame that does not verify
 //!    (a *cut*) or at the first missing segment. If the header that recorded `R` is not itself
 //!    in the chain (it was written past the cut, out of order), it is not durable: drop the
-//!    headers past the cut and choose again.
+//!    headers past the cut and choose again. With [`OpenOptions::scan_from`], segments of the
+//!    chain that end at or below the segment holding `scan_from` are taken on their header
+//!    alone (their frames are neither read nor verified; the caller vouches that they were
+//!    durable and verifies what it reads of them), and `scan_from` counts as one more marker
+//!    in step 3.
 //! 3. Every IO buffer begins with a marker recording the stable LSN when it was written. If any
 //!    marker on disk (in the chain, past the cut, or in discarded segments) says the log was
 //!    durable beyond where the chain ends, the damage is corruption, not a torn tail: the open
@@ -52,7 +56,57 @@ pub fn open_log_dir(path: impl AsRef<Path>, config: LogConfig) -> Result<(Log, R
 
 /// Opens the log in `storage`, recovering the durable prefix after a crash, or creates an
 /// empty log if the directory holds none. Returns the running log and what recovery found.
+///
+/// Verifies every frame of every segment of the log; the same as [`open_log_with`] and
+/// `OpenOptions::default()`.
 pub fn open_log(storage: Arc<dyn Storage>, config: LogConfig) -> Result<(Log, RecoveryReport)> {
+    open_log_with(storage, config, OpenOptions::default())
+}
+
+/// How [`open_log_with`] opens a log. The default verifies every frame, like [`open_log`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct OpenOptions {
+    /// Frames are verified from the segment holding this LSN on; see
+    /// [`OpenOptions::scan_from`].
+    pub scan_from: Lsn,
+}
+
+impl OpenOptions {
+    /// The default: verify every frame of the log.
+    pub fn new() -> OpenOptions {
+        OpenOptions::default()
+    }
+
+    /// Verifies frames only from the segment holding `lsn` on, for a caller that knows, from
+    /// a record of its own (a checksummed snapshot), that the log was durable up to `lsn` and
+    /// that it reads nothing below `lsn` without checking it.
+    ///
+    /// Segments of the log wholly below `lsn` are checked by their header only (the chain of
+    /// headers is still followed and checked, so the log's extent and the segment bookkeeping
+    /// are exact); their frames are not read. This is safe because no legitimate torn tail
+    /// can lie below a point that was durable, every stable marker in such a segment records
+    /// less than `lsn` (a marker never exceeds the start of its own buffer), and a damaged
+    /// frame there is still found when it is read: [`iobuf::Log::read`] and
+    /// [`iobuf::Log::iter_from`] verify every frame they return, so the damage surfaces as a
+    /// typed error at that time instead of at open.
+    ///
+    /// `lsn` is also a claim the open checks: if the log ends before it, the open fails with
+    /// [`RecoveryError::Corruption`] (the caller's record says those bytes were durable)
+    /// and writes nothing. Blob files in the unverified range are kept, since their pointers
+    /// were not read. An `lsn` below the log's release point changes nothing.
+    pub fn scan_from(mut self, lsn: Lsn) -> OpenOptions {
+        self.scan_from = lsn;
+        self
+    }
+}
+
+/// Opens the log in `storage` like [`open_log`], with `options`.
+pub fn open_log_with(
+    storage: Arc<dyn Storage>,
+    config: LogConfig,
+    options: OpenOptions,
+) -> Result<(Log, RecoveryReport)> {
     let started = Instant::now();
     let config = config.validate().map_err(LogError::from)?;
     let lock = storage
@@ -71,7 +125,7 @@ pub fn open_log(storage: Arc<dyn Storage>, config: LogConfig) -> Result<(Log, Re
             .map_err(|e| RecoveryError::io("syncing the new data file's directory entry", e))?;
     }
     let geometry = config.geometry();
-    let mut scan = Scan::new(geometry, Arc::clone(&data_file))?;
+    let mut scan = Scan::new(geometry, Arc::clone(&data_file), options.scan_from)?;
     let headers = scan.read_headers()?;
     let outcome = scan.find_log(headers)?;
     scan.check_not_corrupt(&outcome)?;
@@ -83,7 +137,9 @@ pub fn open_log(storage: Arc<dyn Storage>, config: LogConfig) -> Result<(Log, Re
         ..RecoveryReport::default()
     };
     let start = scan.repair(&outcome, &mut report)?;
-    report.orphan_blobs_deleted = delete_orphan_blobs(&*storage, &outcome, start.tip)?;
+    let blobs = sort_blobs(&*storage, &outcome, start.tip)?;
+    report.orphan_blobs_deleted = blobs.n_deleted;
+    report.verified_from = outcome.verified_from;
     report.bytes_scanned = scan.bytes_scanned;
     report.segments_scanned = scan.segments_scanned;
     report.messages_recovered = outcome.n_messages;
@@ -109,12 +165,7 @@ pub fn open_log(storage: Arc<dyn Storage>, config: LogConfig) -> Result<(Log, Re
             tip_segment: start.tip_segment,
             release_point: outcome.release_point,
             accountant,
-            live_blobs: outcome
-                .blob_lsns
-                .iter()
-                .copied()
-                .filter(|lsn| *lsn < start.tip)
-                .collect(),
+            live_blobs: blobs.live,
         },
     )?;
     report.elapsed = started.elapsed();
@@ -161,6 +212,9 @@ struct Outcome {
     blob_lsns: BTreeSet<Lsn>,
     /// Where the chain ends as an LSN.
     end_lsn: Lsn,
+    /// Frames were verified from here on: the release point, or the base of the segment
+    /// holding `scan_from` when that is higher (see [`OpenOptions::scan_from`]).
+    verified_from: Lsn,
 }
 
 /// Where the log continues.
@@ -195,10 +249,12 @@ struct Scan {
     segments_scanned: u64,
     /// Segments whose header does not verify.
     headerless: Vec<SegmentId>,
+    /// Frames below the segment holding this LSN are not verified (headers still are).
+    scan_from: Lsn,
 }
 
 impl Scan {
-    fn new(geometry: Geometry, data_file: Arc<dyn StorageFile>) -> Result<Scan> {
+    fn new(geometry: Geometry, data_file: Arc<dyn StorageFile>, scan_from: Lsn) -> Result<Scan> {
         let file_len_bytes = data_file
             .len()
             .map_err(|e| RecoveryError::io("reading the data file's length", e))?;
@@ -210,6 +266,7 @@ impl Scan {
             bytes_scanned: 0,
             segments_scanned: 0,
             headerless: Vec::new(),
+            scan_from,
         })
     }
 
@@ -310,6 +367,7 @@ impl Scan {
                     known_stable: Lsn(0),
                     blob_lsns: BTreeSet::new(),
                     end_lsn: expected_start,
+                    verified_from: highest_seen_end,
                 };
             };
             expected_start = self.geometry.segment_base_lsn(release_point);
@@ -354,11 +412,17 @@ impl Scan {
         let mut n_messages = 0;
         let mut known_stable = Lsn(0);
         let mut blob_lsns = BTreeSet::new();
+        // Segments that end at or below this base are checked by their header only.
+        let verified_from = base.max(self.geometry.segment_base_lsn(self.scan_from));
         let end = loop {
             let Some(found) = candidates.get(&base).copied() else {
                 break ChainEnd::Missing { next_base: base };
             };
             chain.push(found);
+            if base < verified_from {
+                base = Lsn(base.0 + segment_len);
+                continue;
+            }
             let bytes = self.read_segment(found.segment)?;
             let mut scanner =
                 FrameScanner::new(&bytes, base, SEGMENT_HEADER_LEN, found.header.salt);
@@ -411,6 +475,7 @@ impl Scan {
             known_stable,
             blob_lsns,
             end_lsn,
+            verified_from,
         })
     }
 
@@ -458,13 +523,20 @@ impl Scan {
             }
             _ => (outcome.known_stable, None),
         };
-        if known_stable <= outcome.end_lsn {
-            return Ok(());
-        }
-        let witness = witness.map_or_else(
+        let mut witness = witness.map_or_else(
             || "a buffer marker in the recovered log".to_string(),
             |(segment, offset)| format!("a buffer marker in {segment} at offset {offset}"),
         );
+        // The caller's own record (see `OpenOptions::scan_from`) is one more witness.
+        let known_stable = if self.scan_from > known_stable {
+            witness = "the caller's record (OpenOptions::scan_from)".to_string();
+            self.scan_from
+        } else {
+            known_stable
+        };
+        if known_stable <= outcome.end_lsn {
+            return Ok(());
+        }
         Err(match &outcome.end {
             ChainEnd::Cut {
                 segment,
@@ -650,29 +722,47 @@ fn max_self_salted_marker(bytes: &[u8], base: Lsn) -> Option<(Lsn, u64)> {
     best
 }
 
+/// The blob files after recovery.
+struct Blobs {
+    /// Those the log keeps (and deletes once they are released).
+    live: Vec<Lsn>,
+    /// Orphans deleted.
+    n_deleted: u64,
+}
+
 /// Deletes blob files that no recovered message refers to: below the release point, past
-/// the tip (their pointer was cut), or never pointed to at all.
-fn delete_orphan_blobs(storage: &dyn Storage, outcome: &Outcome, tip: Lsn) -> Result<u64> {
+/// the tip (their pointer was cut), or never pointed to at all. A blob file in the range
+/// whose frames were not verified (below `verified_from`) is kept: its pointer was not read,
+/// and the range is durable by the caller's record.
+fn sort_blobs(storage: &dyn Storage, outcome: &Outcome, tip: Lsn) -> Result<Blobs> {
     let names = storage
         .list()
         .map_err(|e| RecoveryError::io("listing the log directory", e))?;
-    let mut deleted = 0;
+    let mut blobs = Blobs {
+        live: Vec::new(),
+        n_deleted: 0,
+    };
     for name in names {
         let Some(lsn) = format::parse_blob_file_name(&name) else {
             continue;
         };
-        let live = lsn >= outcome.release_point && lsn < tip && outcome.blob_lsns.contains(&lsn);
-        if !live {
+        let unverified = lsn >= outcome.release_point && lsn < outcome.verified_from;
+        let live = lsn >= outcome.release_point
+            && lsn < tip
+            && (unverified || outcome.blob_lsns.contains(&lsn));
+        if live {
+            blobs.live.push(lsn);
+        } else {
             storage
                 .remove(&name)
                 .map_err(|e| RecoveryError::io("deleting an orphan blob file", e))?;
-            deleted += 1;
+            blobs.n_deleted += 1;
         }
     }
-    if deleted > 0 {
+    if blobs.n_deleted > 0 {
         storage
             .sync_dir()
             .map_err(|e| RecoveryError::io("syncing the directory after deleting blobs", e))?;
     }
-    Ok(deleted)
+    Ok(blobs)
 }

@@ -13,8 +13,14 @@ pub struct RecoveryReport {
     pub bytes_scanned: u64,
     /// Segments whose frames were scanned.
     pub segments_scanned: u64,
-    /// Messages (data frames and blob pointers) in the recovered log, from its release point on.
+    /// Messages (data frames and blob pointers) in the recovered log, from its release point
+    /// (or from `verified_from`, when that is later) on.
     pub messages_recovered: u64,
+    /// Frames were verified from here on. Equal to `log_start` unless the open was asked to
+    /// verify only from a later point ([`crate::OpenOptions::scan_from`]): segments of the
+    /// log below it were checked by their header only, and `messages_recovered` counts only
+    /// the messages from here on.
+    pub verified_from: Lsn,
     /// Where the recovered log ends: the next LSN the log hands out.
     pub tip: Lsn,
     /// The durable release point: the log needs nothing below it.
@@ -67,6 +73,9 @@ impl std::fmt::Display for RecoveryReport {
             self.tip,
             self.known_stable,
         )?;
+        if self.verified_from > self.log_start {
+            write!(f, "frames verified from {}; ", self.verified_from)?;
+        }
         match self.cut_at {
             Some(cut) => write!(f, "torn tail cut at {cut}")?,
             None => write!(f, "no torn tail")?,
