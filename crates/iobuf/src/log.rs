@@ -100,8 +100,10 @@ impl Log {
         storage
             .sync_dir()
             .map_err(|error| LogError::io("syncing the log directory", error))?;
-        let accountant =
-            SegmentAccountant::new(AccountantConfig::new(config.geometry(), config.n_io_bufs()))?;
+        let accountant = SegmentAccountant::new(AccountantConfig::new(
+            config.geometry(),
+            config.segments_in_flight(),
+        ))?;
         let start = StartPoint {
             tip: Lsn(0),
             tip_segment: None,

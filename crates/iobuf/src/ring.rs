@@ -137,8 +137,10 @@ pub(crate) struct Ring {
     release_durable: AtomicU64,
     /// LSNs of blob files the log still refers to.
     live_blobs: Mutex<BTreeSet<u64>>,
-    /// The data file's length as this log last set it (only the rolling thread changes it).
-    file_len_bytes: AtomicU64,
+    /// The data file's length as this log last set it. The rolling thread extends the file
+    /// and the syncing thread cuts free segments off its end; the lock orders the two
+    /// `set_len` calls (taken after the accountant's lock when both are held).
+    file_len_bytes: Mutex<u64>,
     poison: OnceLock<Arc<LogError>>,
     pub metrics: LogMetrics,
     /// Held for the ring's life: the directory is ours.
@@ -240,7 +242,7 @@ impl Ring {
             live_blobs: Mutex::new(live_blobs.into_iter().map(|lsn| lsn.0).collect()),
             poison: OnceLock::new(),
             metrics: LogMetrics::default(),
-            file_len_bytes: AtomicU64::new(file_len_bytes),
+            file_len_bytes: Mutex::new(file_len_bytes),
             _lock: lock_guard,
         };
         if let Some(first) = ring.open_segments_front() {
@@ -260,11 +262,39 @@ impl Ring {
     fn extend_file_to_cover(&self, segment: SegmentId) -> Result<()> {
         let geometry = self.config.geometry();
         let segment_end = geometry.file_offset(segment) + geometry.segment_len_bytes();
-        if segment_end > self.file_len_bytes.load(Ordering::Acquire) {
+        let mut file_len_bytes = lock(&self.file_len_bytes);
+        if segment_end > *file_len_bytes {
             self.data_file
                 .set_len(segment_end)
                 .map_err(|error| self.poison(LogError::io("extending the data file", error)))?;
-            self.file_len_bytes.store(segment_end, Ordering::Release);
+            *file_len_bytes = segment_end;
+        }
+        Ok(())
+    }
+
+    /// Cuts the Free segments that end the data file off it, so the file shrinks back after
+    /// the log was cleaned down (the accountant hands out the lowest Free segment first, so
+    /// the end of the file empties). Runs under the accountant's lock: no segment can be
+    /// handed out between the decision and the cut, and a segment handed out before it is
+    /// not Free, so it is never cut.
+    ///
+    /// A crash can undo the cut (the new length is not synced); the segments past it are
+    /// Free, so recovery treats them as any other free segment.
+    fn truncate_free_tail(&self) -> Result<()> {
+        let mut accountant = lock(&self.accountant);
+        let Some(n_segments) = accountant.truncatable_to() else {
+            return Ok(());
+        };
+        accountant
+            .truncate_file(n_segments)
+            .map_err(|error| self.poison(LogError::Segment(error)))?;
+        let new_len_bytes = n_segments * self.config.geometry().segment_len_bytes();
+        let mut file_len_bytes = lock(&self.file_len_bytes);
+        if new_len_bytes < *file_len_bytes {
+            self.data_file
+                .set_len(new_len_bytes)
+                .map_err(|error| self.poison(LogError::io("truncating the data file", error)))?;
+            *file_len_bytes = new_len_bytes;
         }
         Ok(())
     }
@@ -738,6 +768,7 @@ impl Ring {
             let previous = self.release_durable.fetch_max(release.0, Ordering::AcqRel);
             if release.0 > previous {
                 self.delete_blobs_below(release);
+                self.truncate_free_tail()?;
             }
         }
         Ok(())

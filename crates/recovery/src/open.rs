@@ -146,7 +146,7 @@ pub fn open_log_with(
     report.known_stable = outcome.known_stable;
     report.tip = start.tip;
 
-    let accountant_config = AccountantConfig::new(geometry, config.n_io_bufs());
+    let accountant_config = AccountantConfig::new(geometry, config.segments_in_flight());
     let facts = RecoveredFacts {
         n_segments_in_file: scan.n_segments_in_file,
         segments: outcome.chain_facts(start.tip_segment.map(|continued| continued.segment)),
