@@ -826,16 +826,6 @@ fn updates_then_reopen(dir: &Path, n_updates: u64) -> BenchResult<Updated> {
         let fragment = rng.fragment();
         xor_into(&mut values[pid as usize], &fragment);
         read_and_link(&cache, PageId(pid), fragment)?;
-        if std::env::var("TRACE").is_ok() && rng.0 % 50_000 == 0 {
-            let stats = cache.stats();
-            eprintln!(
-                "file {} span {} live {} resident {}",
-                stats.file_len_bytes >> 20,
-                stats.log_span_bytes >> 20,
-                stats.live_bytes >> 20,
-                stats.resident_bytes >> 20
-            );
-        }
     }
     let elapsed = start.elapsed();
     let stats = cache.stats();
