@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use common::{Concat, count};
 use iobuf::storage::SimStorage;
-use pagecache::{Config, PageCache, PageId};
+use pagecache::{Config, PageCache, PageId, Version};
 
 const N_PAGES: u64 = 10_000;
 const VALUE_LEN_BYTES: usize = 100;
@@ -52,6 +52,37 @@ fn value(seed: u64) -> Vec<u8> {
         .collect()
 }
 
+/// Replaces random pages (flushing every `FLUSH_EVERY_WRITES`) until the log has written five
+/// times the live bytes it started with; `after_flush` sees the cache and the bytes written
+/// so far after each flush. Returns the number of replaces.
+fn overwrite_uniformly(
+    cache: &PageCache<Concat>,
+    versions: &mut [Version],
+    seed: u64,
+    mut after_flush: impl FnMut(&PageCache<Concat>, u64),
+) -> u64 {
+    let live_at_start = cache.stats().live_bytes;
+    let written_at_start = count(&cache.log_metrics().written_bytes);
+    let written = || count(&cache.log_metrics().written_bytes) - written_at_start;
+    let mut rng = Rng(seed);
+    let mut n_writes = 0u64;
+    while written() < 5 * live_at_start {
+        let pid = rng.next() % N_PAGES;
+        let replaced = cache
+            .replace(PageId(pid), versions[pid as usize], value(n_writes))
+            .expect("replace")
+            .expect("single writer");
+        versions[pid as usize] = replaced.version;
+        n_writes += 1;
+        if n_writes.is_multiple_of(FLUSH_EVERY_WRITES) {
+            cache.flush().expect("flush");
+            after_flush(cache, written());
+        }
+    }
+    cache.flush().expect("flush");
+    n_writes
+}
+
 #[test]
 fn uniform_overwrites_keep_the_file_within_one_and_a_half_times_live() {
     let storage = Arc::new(SimStorage::new());
@@ -67,31 +98,21 @@ fn uniform_overwrites_keep_the_file_within_one_and_a_half_times_live() {
     cache.flush().expect("flush");
     let live_after_fill = cache.stats().live_bytes;
 
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
-    let mut n_writes = 0u64;
     let mut max_ratio_late = 0f64;
-    let target_bytes = 5 * live_after_fill;
-    let written_at_start = count(&cache.log_metrics().written_bytes);
-    while count(&cache.log_metrics().written_bytes) - written_at_start < target_bytes {
-        let pid = rng.next() % N_PAGES;
-        let written = cache
-            .replace(PageId(pid), versions[pid as usize], value(n_writes))
-            .expect("replace")
-            .expect("single writer");
-        versions[pid as usize] = written.version;
-        user_bytes += VALUE_LEN_BYTES as u64;
-        n_writes += 1;
-        if n_writes.is_multiple_of(FLUSH_EVERY_WRITES) {
-            cache.flush().expect("flush");
+    let n_writes = overwrite_uniformly(
+        &cache,
+        &mut versions,
+        0x9E37_79B9_7F4A_7C15,
+        |cache, written_bytes| {
             // The steady state: after the log was rewritten twice over.
-            if count(&cache.log_metrics().written_bytes) - written_at_start > 2 * live_after_fill {
+            if written_bytes > 2 * live_after_fill {
                 let stats = cache.stats();
                 max_ratio_late =
                     max_ratio_late.max(stats.file_len_bytes as f64 / stats.live_bytes as f64);
             }
-        }
-    }
-    cache.flush().expect("flush");
+        },
+    );
+    user_bytes += n_writes * VALUE_LEN_BYTES as u64;
 
     let stats = cache.stats();
     let ratio = stats.file_len_bytes as f64 / stats.live_bytes as f64;
@@ -154,23 +175,7 @@ fn segments_larger_than_the_ring_do_not_hold_the_span_above_the_target() {
         versions.push(written.version);
     }
     cache.flush().expect("flush");
-    let live_after_fill = cache.stats().live_bytes;
-    let written_at_start = count(&cache.log_metrics().written_bytes);
-    let mut rng = Rng(0x2545_F491_4F6C_DD1D);
-    let mut n_writes = 0u64;
-    while count(&cache.log_metrics().written_bytes) - written_at_start < 5 * live_after_fill {
-        let pid = rng.next() % N_PAGES;
-        let written = cache
-            .replace(PageId(pid), versions[pid as usize], value(n_writes))
-            .expect("replace")
-            .expect("single writer");
-        versions[pid as usize] = written.version;
-        n_writes += 1;
-        if n_writes.is_multiple_of(FLUSH_EVERY_WRITES) {
-            cache.flush().expect("flush");
-        }
-    }
-    cache.flush().expect("flush");
+    overwrite_uniformly(&cache, &mut versions, 0x2545_F491_4F6C_DD1D, |_, _| {});
     let stats = cache.stats();
     let span_ratio = stats.log_span_bytes as f64 / stats.live_bytes as f64;
     eprintln!(
