@@ -908,8 +908,16 @@ impl<M: Materializer> Inner<M> {
 
     /// Reads and decodes one fragment from disk.
     fn read_fragment(&self, pid: PageId, location: Location) -> Result<M::Fragment> {
-        let bytes = self.log.read(location)?;
         let corrupt = |reason: String| Error::corruption(Some(pid), Some(location.lsn), reason);
+        // A frame that does not verify where the page table points is damage on disk (open
+        // verifies frames only from the snapshot's replay point on). `read_chain` retries
+        // instead when the page moved meanwhile, so this names the page only when it did not.
+        let bytes = self.log.read(location).map_err(|error| match error {
+            iobuf::LogError::NoMessage { reason, .. } => {
+                corrupt(format!("the log has no valid record there: {reason}"))
+            }
+            other => Error::from(other),
+        })?;
         let (kind, record_pid, body) = record::decode_record(&bytes).map_err(corrupt)?;
         if record_pid != pid || !matches!(kind, RecordKind::Base | RecordKind::Delta) {
             return Err(corrupt(format!(
