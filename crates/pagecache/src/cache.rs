@@ -517,45 +517,20 @@ impl<M: Materializer> Inner<M> {
         retire(guard, unlinked);
     }
 
-    /// Merges a chain (oldest first) without allocating for the list of references when
-    /// the chain is short (reads merge on every call, so the allocation showed in profiles).
-    fn merge_values<'v>(
+    /// Merges a chain given newest first (the order nodes are walked in) without allocating
+    /// for the list of references when it is short: reads merge on every call, and that
+    /// allocation showed in profiles.
+    fn merge_newest_first<'v>(
         &self,
-        len: usize,
-        values: impl Iterator<Item = &'v M::Fragment>,
+        newest_first: impl Iterator<Item = &'v M::Fragment>,
     ) -> M::Fragment {
         const ON_STACK: usize = 16;
-        let mut values = values.peekable();
-        let first = *values.peek().expect("a chain is never empty");
-        if len <= ON_STACK {
-            let mut refs = [first; ON_STACK];
-            let mut n = 0;
-            for (slot, value) in refs.iter_mut().zip(values) {
-                *slot = value;
-                n += 1;
-            }
-            self.materializer.merge(&refs[..n])
-        } else {
-            let refs: Vec<&M::Fragment> = values.collect();
-            self.materializer.merge(&refs)
-        }
-    }
-
-    /// The merged value of a fully resident chain whose head has no memo: the fragments
-    /// newer than the newest memo below the head, merged onto that memo (or the whole chain
-    /// when there is none). References go on the stack for chains of up to 16.
-    fn merge_resident(&self, head: &Entry<M::Fragment>) -> M::Fragment {
-        const ON_STACK: usize = 16;
-        fn own<F>(node: &Entry<F>) -> &F {
-            let slot = node.slot().expect("a live chain's nodes hold fragments");
-            slot.resident.as_deref().expect("fully resident")
-        }
-        let mut on_stack = [own(head); ON_STACK];
+        let mut newest_first = newest_first.peekable();
+        let newest = *newest_first.peek().expect("a chain is never empty");
+        let mut on_stack = [newest; ON_STACK];
         let mut spilled: Vec<&M::Fragment> = Vec::new();
         let mut n = 0usize;
-        for (depth, node) in head.nodes().enumerate() {
-            let memo = if depth > 0 { node.memo.get() } else { None };
-            let value = memo.unwrap_or_else(|| own(node));
+        for value in newest_first {
             if n < ON_STACK {
                 on_stack[n] = value;
             } else {
@@ -565,18 +540,38 @@ impl<M: Materializer> Inner<M> {
                 spilled.push(value);
             }
             n += 1;
-            if memo.is_some() {
-                break;
-            }
         }
-        // Collected newest first; the materializer takes the chain oldest first.
-        if n <= ON_STACK {
-            on_stack[..n].reverse();
-            self.materializer.merge(&on_stack[..n])
+        // The materializer takes the chain oldest first.
+        let refs = if n <= ON_STACK {
+            &mut on_stack[..n]
         } else {
-            spilled.reverse();
-            self.materializer.merge(&spilled)
-        }
+            &mut spilled[..]
+        };
+        refs.reverse();
+        self.materializer.merge(refs)
+    }
+
+    /// Merges decoded fragments given oldest first.
+    fn merge_values(&self, values: &[Arc<M::Fragment>]) -> M::Fragment {
+        self.merge_newest_first(values.iter().rev().map(|value| &**value))
+    }
+
+    /// The merged value of a fully resident chain whose head has no memo: the fragments
+    /// newer than the newest memo below the head, merged onto that memo (or the whole chain
+    /// when there is none).
+    fn merge_resident(&self, head: &Entry<M::Fragment>) -> M::Fragment {
+        let mut reached_memo = false;
+        self.merge_newest_first(head.nodes().enumerate().map_while(|(depth, node)| {
+            if reached_memo {
+                return None;
+            }
+            let memo = if depth > 0 { node.memo.get() } else { None };
+            reached_memo = memo.is_some();
+            Some(memo.unwrap_or_else(|| {
+                let slot = node.slot().expect("a live chain's nodes hold fragments");
+                slot.resident.as_deref().expect("fully resident")
+            }))
+        }))
     }
 
     /// A link, replace or free: load, check the version, reserve, CAS, then complete (or
@@ -642,9 +637,7 @@ impl<M: Materializer> Inner<M> {
                             continue;
                         };
                         values.push(Arc::clone(fragment));
-                        Arc::new(
-                            self.merge_values(values.len(), values.iter().map(|value| &**value)),
-                        )
+                        Arc::new(self.merge_values(&values))
                     }
                 };
                 let merged_body = encode_body(self, RecordKind::Base, pid, &value);
@@ -830,7 +823,7 @@ impl<M: Materializer> Inner<M> {
             }
             let page = Page {
                 version: Version(entry.version),
-                value: self.merge_values(values.len(), values.iter().map(|value| &**value)),
+                value: self.merge_values(&values),
             };
             // Fix (found by tests/cache_pressure.rs, two readers): a reader used to keep what
             // it read even while another thread held the eviction hand, and return; during
@@ -1069,9 +1062,10 @@ impl<M: Materializer> Inner<M> {
         span > allowed.max(self.min_span_bytes())
     }
 
-    /// The span the cleaner never tries to go below: the segments the ring's buffers can
-    /// cover at once, plus two (the one being cleaned and the one being filled), so an almost
-    /// empty store is not cleaned in circles.
+    /// The span the cleaner never tries to go below: the segments the ring can have writes
+    /// in flight to (the log's own count, which also decides how many recent segments are
+    /// kept from reuse) plus the one being cleaned, so an almost empty store is not cleaned
+    /// in circles.
     ///
     /// Fix: this used to be `n_io_bufs + 2` whole segments, which assumed a buffer per
     /// segment; at the defaults (8 buffers of 1 MiB, 8 MiB segments) it held 80 MiB of log
@@ -1079,9 +1073,7 @@ impl<M: Materializer> Inner<M> {
     /// counted at all.
     fn min_span_bytes(&self) -> u64 {
         let log = self.log.config();
-        let segment_len = log.segment_len_bytes();
-        let ring_bytes = u64::from(log.n_io_bufs()) * u64::from(log.io_buf_len_bytes());
-        (ring_bytes.div_ceil(segment_len) + 2) * segment_len
+        (u64::from(log.segments_in_flight()) + 1) * log.segment_len_bytes()
     }
 
     /// This write's share of cleaning: examine at most `clean_records_per_write` records of
@@ -1188,7 +1180,7 @@ impl<M: Materializer> Inner<M> {
                     let Some(values) = self.read_chain(pid, current, &chain, &guard)? else {
                         continue;
                     };
-                    Arc::new(self.merge_values(values.len(), values.iter().map(|value| &**value)))
+                    Arc::new(self.merge_values(&values))
                 }
             };
             let body = encode_body(self, RecordKind::Base, pid, &value);
