@@ -39,7 +39,9 @@
 //!   [`LogError::Poisoned`] and nothing is acknowledged after it.
 //! * **Safe reuse**: a release point is written into each new segment header and applied to
 //!   the segment accountant only once that header is stable, so no segment is reused while a
-//!   crash could still make recovery need it.
+//!   crash could still make recovery need it. Starting a segment whose header records a new
+//!   release wakes the background flusher (if any) at once, so released segments are
+//!   reusable after one sync rather than after the flusher's interval.
 //!
 //! # What this crate does not do
 //!

@@ -1,7 +1,7 @@
 //! The public face of the log: reservations, writes, batches, durability, reading back.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
 use segment::{AccountantConfig, Lsn, SegmentAccountant};
@@ -718,43 +718,35 @@ impl Iterator for LogIter<'_> {
 }
 
 /// The background flusher: makes everything durable every interval, so durability lag is
-/// bounded even when nobody calls `flush`.
+/// bounded even when nobody calls `flush`. The ring can also ask it for a round early
+/// (see [`crate::ring::FlusherSignal`]).
 struct Flusher {
-    stop: Arc<(Mutex<bool>, Condvar)>,
+    ring: Arc<Ring>,
     thread: JoinHandle<()>,
 }
 
 impl Flusher {
     fn spawn(ring: Arc<Ring>, interval: std::time::Duration) -> Result<Flusher> {
-        let stop = Arc::new((Mutex::new(false), Condvar::new()));
-        let stop_for_thread = Arc::clone(&stop);
+        let ring_for_thread = Arc::clone(&ring);
         let thread = std::thread::Builder::new()
             .name("iobuf-flusher".to_string())
             .spawn(move || {
-                let (stopped, condvar) = &*stop_for_thread;
-                let mut guard = stopped.lock().unwrap_or_else(|p| p.into_inner());
+                let ring = ring_for_thread;
                 loop {
-                    let (next_guard, _) = condvar
-                        .wait_timeout(guard, interval)
-                        .unwrap_or_else(|p| p.into_inner());
-                    guard = next_guard;
-                    if *guard || ring.is_poisoned() {
+                    let request = ring.flusher_signal.wait(interval);
+                    if request.stop || ring.is_poisoned() {
                         return;
                     }
-                    drop(guard);
                     // A failure poisons the ring; every caller then sees it.
                     let _ = ring.make_stable(ring.tip());
-                    guard = stopped.lock().unwrap_or_else(|p| p.into_inner());
                 }
             })
             .map_err(|error| LogError::io("starting the flusher thread", error))?;
-        Ok(Flusher { stop, thread })
+        Ok(Flusher { ring, thread })
     }
 
     fn stop(self) {
-        let (stopped, condvar) = &*self.stop;
-        *stopped.lock().unwrap_or_else(|p| p.into_inner()) = true;
-        condvar.notify_all();
+        self.ring.flusher_signal.stop();
         let _ = self.thread.join();
     }
 }

@@ -282,6 +282,73 @@ fn the_file_shrinks_back_once_the_segments_ending_it_are_released() {
     assert_eq!(log.read(last).unwrap(), b"after the cut");
 }
 
+/// Regression: a release point written into a segment header counted as durable only once
+/// that whole segment was, so every released segment waited a segment of writes longer than
+/// needed before it could be reused (the page cache's file carried one segment more than it
+/// needed). The header being durable is what recovery relies on, so that is what counts.
+#[test]
+fn a_release_is_durable_as_soon_as_the_next_segment_header_is() {
+    let (_storage, log) = new_log();
+    let segment_len = tiny_config().segment_len_bytes;
+    let mut i = 0;
+    while log.tip().0 < 3 * segment_len {
+        log.write(&message(i % 100)).unwrap();
+        i += 1;
+    }
+    log.flush().unwrap();
+    let released = Lsn(segment_len);
+    log.release_before(released);
+    assert!(log.durable_release_point() < released);
+    // Write into the next segment until its header (which records the release) is durable,
+    // but stop well before that segment is full.
+    let next_base = (log.tip().0 / segment_len + 1) * segment_len;
+    while log.tip().0 < next_base + 64 {
+        log.write(b"small").unwrap();
+    }
+    log.flush().unwrap();
+    assert!(log.stable_lsn().0 < next_base + segment_len / 2);
+    assert_eq!(
+        log.durable_release_point(),
+        released,
+        "the header recording the release is durable, so the release is"
+    );
+}
+
+/// Regression: with the background flusher on, a release became durable only at the
+/// flusher's next round, so under a fast writer the data file grew by everything written in
+/// one interval (about 20 MiB at 100 MB/s and 200 ms) before a released segment could be
+/// reused. Starting a segment whose header records a release now asks the flusher for a
+/// round at once. The interval here is a minute: only that request can make it in time.
+#[test]
+fn a_header_recording_a_release_wakes_the_flusher() {
+    let storage = SimStorage::new();
+    let config = LogConfig {
+        flush_every: Some(std::time::Duration::from_secs(60)),
+        ..tiny_config()
+    };
+    let log = Log::create(Arc::new(storage), config).unwrap();
+    let segment_len = tiny_config().segment_len_bytes;
+    while log.tip().0 < 3 * segment_len {
+        log.write(b"fill").unwrap();
+    }
+    log.flush().unwrap();
+    let released = Lsn(segment_len);
+    log.release_before(released);
+    let next_base = (log.tip().0 / segment_len + 1) * segment_len;
+    while log.tip().0 < next_base + 64 {
+        log.write(b"small").unwrap();
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while log.durable_release_point() < released {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the release was not made durable without an explicit flush"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    log.close().unwrap();
+}
+
 #[test]
 fn a_second_opener_of_the_directory_is_refused() {
     let (storage, _log) = new_log();

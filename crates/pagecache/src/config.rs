@@ -143,7 +143,7 @@ const SPACE_TARGET_RANGE: (f64, f64) = (1.1, 100.0);
 
 impl ConfigBuilder {
     /// Length of one segment of the data file (a power of two). Persisted: it cannot change
-    /// for an existing page cache. Default 8 MiB.
+    /// for an existing page cache. Default 2 MiB (see `iobuf::LogConfig::segment_len_bytes`).
     pub fn segment_len_bytes(mut self, segment_len_bytes: u64) -> Self {
         self.log.segment_len_bytes = segment_len_bytes;
         self
@@ -190,7 +190,9 @@ impl ConfigBuilder {
 
     /// The cleaner relocates live pages out of the oldest segments while the log spans more
     /// than this multiple of the live bytes (plus a few segments of slack; see the crate doc).
-    /// Between 1.1 and 100. Default 1.3, which keeps the data file within 1.5x the live data.
+    /// Between 1.1 and 100. Default 1.3, which keeps the data file within 1.5x the live data
+    /// under uniform overwrites once the store is large next to a few segments (see the
+    /// crate doc's section on cleaning).
     pub fn space_amplification_target(mut self, target: f64) -> Self {
         self.space_amplification_target = target;
         self
@@ -276,7 +278,7 @@ mod tests {
     fn defaults_build() {
         let config = Config::builder().build().expect("defaults are valid");
         assert_eq!(config.consolidate_after_fragments(), 8);
-        assert_eq!(config.log().segment_len_bytes(), 8 << 20);
+        assert_eq!(config.log().segment_len_bytes(), 2 << 20);
     }
 
     #[test]
