@@ -822,7 +822,7 @@ impl Ring {
             // The oldest segment still open: its header may be durable already.
             if let Some(front) = open.front().copied() {
                 let header_end =
-                    front.end_lsn.0 - self.config.segment_len_bytes() + SEGMENT_HEADER_LEN as u64;
+                    front.end_lsn.0 - self.config.segment_len_bytes() + SEGMENT_HEADER_LEN;
                 if header_end <= stable.0 && front.log_start_in_header > self.release_durable() {
                     self.with_accountant(|accountant| {
                         accountant.release_before(front.log_start_in_header);
