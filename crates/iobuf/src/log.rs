@@ -1,7 +1,7 @@
 //! The public face of the log: reservations, writes, batches, durability, reading back.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use segment::{AccountantConfig, Lsn, SegmentAccountant};
@@ -61,6 +61,8 @@ pub struct Log {
     ring: Arc<Ring>,
     flusher: Option<Flusher>,
     closed: AtomicBool,
+    /// The salts of segment headers already read by [`Log::read`]; see [`SaltCache`].
+    salts: SaltCache,
 }
 
 impl std::fmt::Debug for Log {
@@ -133,6 +135,7 @@ impl Log {
             ring,
             flusher,
             closed: AtomicBool::new(false),
+            salts: SaltCache::default(),
         })
     }
 
@@ -308,6 +311,32 @@ impl Log {
     /// Reads the message at `location` back. A message not yet written to the data file is
     /// written first (without waiting for a sync).
     pub fn read(&self, location: Location) -> Result<Vec<u8>> {
+        self.read_frame_then(location, |body| match body {
+            MessageBytes::Borrowed(bytes) => bytes.to_vec(),
+            MessageBytes::Owned(value) => value,
+        })
+    }
+
+    /// Reads the message at `location` back, like [`Log::read`], and hands its bytes to `f`
+    /// instead of returning a copy: an inline message is read into a buffer the calling
+    /// thread reuses, so a reader that decodes the bytes at once (the page cache paging a
+    /// fragment in) allocates nothing for the read. The frame is verified (checksum, LSN,
+    /// the segment's salt) before `f` sees it, exactly as in [`Log::read`].
+    pub fn read_with<T>(&self, location: Location, f: impl FnOnce(&[u8]) -> T) -> Result<T> {
+        self.read_frame_then(location, |body| match body {
+            MessageBytes::Borrowed(bytes) => f(bytes),
+            MessageBytes::Owned(value) => f(&value),
+        })
+    }
+
+    /// The read behind [`Log::read`] and [`Log::read_with`]: one positional read of the
+    /// frame into the thread's read buffer, verified, then `f` on its body (or on the blob
+    /// value it points at).
+    fn read_frame_then<T>(
+        &self,
+        location: Location,
+        f: impl FnOnce(MessageBytes<'_>) -> T,
+    ) -> Result<T> {
         self.check_open()?;
         let frame_len = location.frame_len_bytes();
         let frame_end = Lsn(location.lsn.0 + frame_len);
@@ -319,39 +348,82 @@ impl Log {
             reason,
         };
         let len = usize::try_from(frame_len).map_err(|_| missing("location too long".into()))?;
-        let mut frame_bytes = vec![0u8; len];
-        self.ring
-            .data_file
-            .read_exact_at(&mut frame_bytes, location.file_offset)
-            .map_err(|error| missing(format!("cannot read the frame: {error}")))?;
-        let salt = self.segment_salt_at(location)?;
-        let frame = format::decode_frame(&frame_bytes, location.lsn, 0, salt)
-            .map_err(|error| missing(format!("no valid frame there ({error})")))?;
-        match (frame.kind, location.stored) {
-            (FrameKind::Data, Stored::Inline) => Ok(frame.body.to_vec()),
-            (FrameKind::BlobPointer, Stored::Blob) => {
-                let pointer =
-                    BlobPointer::decode(frame.body).map_err(|error| missing(error.to_string()))?;
-                blob::read_blob(&self.ring.storage, location.lsn, &pointer)
+        with_read_buffer(len, |frame_bytes| {
+            self.ring
+                .data_file
+                .read_exact_at(frame_bytes, location.file_offset)
+                .map_err(|error| missing(format!("cannot read the frame: {error}")))?;
+            let frame = self.verify_frame(frame_bytes, location)?;
+            match (frame.kind, location.stored) {
+                (FrameKind::Data, Stored::Inline) => Ok(f(MessageBytes::Borrowed(frame.body))),
+                (FrameKind::BlobPointer, Stored::Blob) => {
+                    let pointer = BlobPointer::decode(frame.body)
+                        .map_err(|error| missing(error.to_string()))?;
+                    let value = blob::read_blob(&self.ring.storage, location.lsn, &pointer)?;
+                    Ok(f(MessageBytes::Owned(value)))
+                }
+                (kind, stored) => Err(missing(format!(
+                    "the frame is {kind:?}, the location says {stored:?}"
+                ))),
             }
-            (kind, stored) => Err(missing(format!(
-                "the frame is {kind:?}, the location says {stored:?}"
-            ))),
-        }
+        })
     }
 
-    /// The salt of the segment holding `location`, from its header on disk.
-    fn segment_salt_at(&self, location: Location) -> Result<u64> {
+    /// Verifies the frame read (just before this call) for `location`, whose salt is in its
+    /// segment's header.
+    ///
+    /// The salt of a segment header this log already read is remembered, so a read costs
+    /// one positional read, not two. A running log never gives a logical segment a second
+    /// salt: a new segment gets a new base LSN (LSNs are never reused) and a fresh salt, and a
+    /// segment continued after a restart keeps its salt; the remembered salt is used only for
+    /// the base LSN it was read with. What the header read also told is whether the physical
+    /// segment still holds that logical segment: once released and reused, its old frames
+    /// may still verify where the new incarnation has not written yet, and such a location
+    /// must be `NoMessage`, not the old bytes. So the remembered salt is used only when
+    /// `location` is at or above the durable release point, read after the frame: a segment
+    /// is reused only once a release covering all of it is durable, and that point only
+    /// moves forward, so the frame was read before its segment could be reused. Below it,
+    /// or when the frame does not verify, the header is read as before, so such a read
+    /// fails exactly as if nothing had been remembered.
+    fn verify_frame<'b>(
+        &self,
+        frame_bytes: &'b [u8],
+        location: Location,
+    ) -> Result<format::Frame<'b>> {
         let geometry = self.ring.config.geometry();
-        let offset_in_segment = geometry.offset_in_segment(location.lsn);
+        let segment_start = location
+            .file_offset
+            .checked_sub(geometry.offset_in_segment(location.lsn))
+            .ok_or_else(|| LogError::NoMessage {
+                lsn: location.lsn,
+                reason: "the location's file offset does not match its LSN".into(),
+            })?;
+        let segment_idx = segment_start >> geometry.segment_len_bytes().trailing_zeros();
+        let base_lsn = geometry.segment_base_lsn(location.lsn);
+        if let Some(salt) = self.salts.get(segment_idx, base_lsn)
+            && location.lsn >= self.ring.release_durable()
+            && let Ok(frame) = format::decode_frame(frame_bytes, location.lsn, 0, salt)
+        {
+            return Ok(frame);
+        }
+        let salt = self.segment_salt_at(location, segment_start)?;
+        self.salts.remember(segment_idx, base_lsn, salt);
+        format::decode_frame(frame_bytes, location.lsn, 0, salt).map_err(|error| {
+            LogError::NoMessage {
+                lsn: location.lsn,
+                reason: format!("no valid frame there ({error})"),
+            }
+        })
+    }
+
+    /// The salt of the segment holding `location` (which starts at `segment_start` in the
+    /// data file), from its header on disk.
+    fn segment_salt_at(&self, location: Location, segment_start: u64) -> Result<u64> {
+        let geometry = self.ring.config.geometry();
         let missing = |reason: String| LogError::NoMessage {
             lsn: location.lsn,
             reason,
         };
-        let segment_start = location
-            .file_offset
-            .checked_sub(offset_in_segment)
-            .ok_or_else(|| missing("the location's file offset does not match its LSN".into()))?;
         let mut header_bytes = [0u8; SEGMENT_HEADER_LEN as usize];
         self.ring
             .data_file
@@ -548,6 +620,71 @@ impl Drop for Reservation<'_> {
             // The log is poisoned and every later call reports it; do not turn it into a panic.
             eprintln!("iobuf: aborting a dropped reservation failed: {error}");
         }
+    }
+}
+
+/// A message's bytes as [`Log::read_frame_then`] hands them over: inline ones in the
+/// thread's read buffer, blob values in a vector of their own.
+enum MessageBytes<'a> {
+    Borrowed(&'a [u8]),
+    Owned(Vec<u8>),
+}
+
+/// Read buffers larger than this are freed after the read instead of being kept for the
+/// thread's next one, so a rare large frame does not pin its size in every reading thread.
+const KEPT_READ_BUFFER_MAX_BYTES: usize = 64 << 10;
+
+thread_local! {
+    /// The calling thread's buffer for [`Log::read`] and [`Log::read_with`].
+    static READ_BUFFER: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Runs `f` on `len` bytes of the thread's read buffer. The buffer is taken out of its cell
+/// for the call, so a nested read (from inside `f`) gets a buffer of its own instead of
+/// aliasing this one. The bytes are not zeroed: `f` reads into them first.
+fn with_read_buffer<T>(len: usize, f: impl FnOnce(&mut [u8]) -> T) -> T {
+    let mut buffer = READ_BUFFER.try_with(|cell| cell.take()).unwrap_or_default();
+    if buffer.len() < len {
+        buffer.resize(len, 0);
+    }
+    let out = f(&mut buffer[..len]);
+    if buffer.capacity() <= KEPT_READ_BUFFER_MAX_BYTES {
+        // Gone only while the thread is exiting; the buffer is then simply freed.
+        let _ = READ_BUFFER.try_with(|cell| cell.set(buffer));
+    }
+    out
+}
+
+/// The salt and base LSN of each physical segment whose header [`Log::read`] has read, by
+/// segment index, so later reads in the same segment skip reading the header again. Short
+/// critical sections under one mutex: a lookup is a few loads, next to a system call.
+#[derive(Debug, Default)]
+struct SaltCache {
+    /// `(base LSN, salt)` per physical segment index, `None` when never read.
+    by_segment: Mutex<Vec<Option<(Lsn, u64)>>>,
+}
+
+impl SaltCache {
+    /// The salt last read from the header of physical segment `segment_idx`, if that header
+    /// had base `base_lsn`.
+    fn get(&self, segment_idx: u64, base_lsn: Lsn) -> Option<u64> {
+        let by_segment = self.by_segment.lock().unwrap_or_else(|p| p.into_inner());
+        let idx = usize::try_from(segment_idx).ok()?;
+        match by_segment.get(idx) {
+            Some(Some((base, salt))) if *base == base_lsn => Some(*salt),
+            _ => None,
+        }
+    }
+
+    fn remember(&self, segment_idx: u64, base_lsn: Lsn, salt: u64) {
+        let Ok(idx) = usize::try_from(segment_idx) else {
+            return;
+        };
+        let mut by_segment = self.by_segment.lock().unwrap_or_else(|p| p.into_inner());
+        if by_segment.len() <= idx {
+            by_segment.resize(idx + 1, None);
+        }
+        by_segment[idx] = Some((base_lsn, salt));
     }
 }
 

@@ -905,22 +905,25 @@ impl<M: Materializer> Inner<M> {
         // A frame that does not verify where the page table points is damage on disk (open
         // verifies frames only from the snapshot's replay point on). `read_chain` retries
         // instead when the page moved meanwhile, so this names the page only when it did not.
-        let bytes = self.log.read(location).map_err(|error| match error {
+        // The record is decoded straight from the log's read buffer: no copy of its bytes.
+        let decoded = self.log.read_with(location, |bytes| {
+            let (kind, record_pid, body) = record::decode_record(bytes).map_err(corrupt)?;
+            if record_pid != pid || !matches!(kind, RecordKind::Base | RecordKind::Delta) {
+                return Err(corrupt(format!(
+                    "expected a fragment of page {}, found a {kind:?} record of page {}",
+                    pid.0, record_pid.0
+                )));
+            }
+            self.materializer
+                .decode(body)
+                .map_err(|error| corrupt(format!("the materializer refused the fragment: {error}")))
+        });
+        decoded.map_err(|error| match error {
             iobuf::LogError::NoMessage { reason, .. } => {
                 corrupt(format!("the log has no valid record there: {reason}"))
             }
             other => Error::from(other),
-        })?;
-        let (kind, record_pid, body) = record::decode_record(&bytes).map_err(corrupt)?;
-        if record_pid != pid || !matches!(kind, RecordKind::Base | RecordKind::Delta) {
-            return Err(corrupt(format!(
-                "expected a fragment of page {}, found a {kind:?} record of page {}",
-                pid.0, record_pid.0
-            )));
-        }
-        self.materializer
-            .decode(body)
-            .map_err(|error| corrupt(format!("the materializer refused the fragment: {error}")))
+        })?
     }
 
     /// Writes the metadata record; the caller holds the meta lock, so records are in lock
@@ -968,75 +971,118 @@ impl<M: Materializer> Inner<M> {
     }
 
     /// One run of the CLOCK hand while resident bytes exceed `budget` (the caller holds the
-    /// hand): at most two sweeps of the table.
+    /// hand): at most two sweeps of the ring.
+    ///
+    /// The hand takes pages off the ring a few at a time (one lock and one epoch pin per
+    /// batch, not per page) and puts back in one go the pages it spares at the end and the
+    /// ones it did not get to at the front, so the order of the ring is what visiting them
+    /// one at a time would leave.
     fn evict_pass(&self, budget: i64) {
+        /// Pages taken off the ring at once. Small, because a page-in over the budget
+        /// usually needs one or two visits and the rest go straight back.
+        const BATCH: usize = 8;
         let started = Instant::now();
         let stable = self.log.stable_lsn();
         // Two rounds of the ring clear every bit and evict every durable fragment if need be;
         // pages still holding fragments that are not durable go back for a later pass.
         let n_to_visit = 2 * lock(&self.resident_ring).len() + 1;
         let mut n_visited = 0usize;
+        let mut batch = [0u64; BATCH];
+        let mut spared = [0u64; BATCH];
         while self.resident_bytes.load(Ordering::Relaxed) > budget && n_visited < n_to_visit {
-            let Some(pid) = lock(&self.resident_ring).pop_front() else {
-                break;
-            };
-            n_visited += 1;
-            let guard = epoch::pin();
-            let current = self.table.load(pid, &guard);
-            let Some(chain) = entry_ref(current).and_then(|entry| entry.chain()) else {
-                continue; // freed: it leaves the ring
-            };
-            let entry = entry_ref(current).expect("checked above");
-            let memo_bytes = entry.memo.charged_bytes();
-            if memo_bytes == 0 && !chain.iter().any(|slot| slot.resident.is_some()) {
-                continue; // already evicted: it leaves the ring
-            }
-            if entry.referenced.swap(false, Ordering::Relaxed) {
-                lock(&self.resident_ring).push_back(pid);
-                continue;
-            }
-            let mut freed_bytes = 0u64;
-            let mut n_evicted = 0u64;
-            let mut n_kept = 0u64;
-            let new_chain: Vec<Slot<M::Fragment>> = chain
-                .iter()
-                .map(|slot| {
-                    if slot.resident.is_some() && slot.location.lsn < stable {
-                        freed_bytes += slot.resident_bytes;
-                        n_evicted += 1;
-                        Slot::on_disk(slot.location)
-                    } else {
-                        n_kept += u64::from(slot.resident.is_some());
-                        (*slot).clone()
-                    }
-                })
-                .collect();
-            if n_kept > 0 {
-                lock(&self.resident_ring).push_back(pid);
-            }
-            // A memo goes with any eviction (replacing the entry drops it); on its own it
-            // is reason enough to replace the entry, durable or not.
-            if n_evicted == 0 && memo_bytes == 0 {
-                continue;
-            }
-            let evicted = Entry::new(entry.version, PageState::Live(new_chain));
-            evicted.referenced.store(false, Ordering::Relaxed);
-            match self.table.cas(pid, current, Owned::new(evicted), &guard) {
-                Ok(_) => {
-                    self.retire_unlinked(&guard, current);
-                    self.account(-(freed_bytes as i64), 0);
-                    Metrics::bump(&self.metrics.n_fragments_evicted, n_evicted);
+            let n_taken = {
+                let mut ring = lock(&self.resident_ring);
+                let n = ring.len().min(BATCH).min(n_to_visit - n_visited);
+                for (slot, pid) in batch.iter_mut().zip(ring.drain(..n)) {
+                    *slot = pid;
                 }
-                // The page changed meanwhile; if it is still resident, the next pass sees it.
-                Err(_) if n_kept == 0 => lock(&self.resident_ring).push_back(pid),
-                Err(_) => {}
+                n
+            };
+            if n_taken == 0 {
+                break;
             }
+            let mut n_done = 0usize;
+            let mut n_spared = 0usize;
+            {
+                let guard = epoch::pin();
+                while n_done < n_taken && self.resident_bytes.load(Ordering::Relaxed) > budget {
+                    let pid = batch[n_done];
+                    n_done += 1;
+                    if self.evict_visit(pid, stable, &guard) {
+                        spared[n_spared] = pid;
+                        n_spared += 1;
+                    }
+                }
+            }
+            n_visited += n_done;
+            let mut ring = lock(&self.resident_ring);
+            for pid in batch[n_done..n_taken].iter().rev() {
+                ring.push_front(*pid);
+            }
+            ring.extend(&spared[..n_spared]);
         }
         Metrics::bump(&self.metrics.n_eviction_visits, n_visited as u64);
         if self.resident_bytes.load(Ordering::Relaxed) > budget && n_visited >= n_to_visit {
             self.evict_blocked_at.store(stable.0 + 1, Ordering::Relaxed);
         }
         self.metrics.eviction_latency.record(started.elapsed());
+    }
+
+    /// One visit of the CLOCK hand to `pid`: clears its bit if set, else drops its durable
+    /// resident fragments (and its memo) by installing a chain without them. Returns whether
+    /// the page stays on the ring (it still holds resident fragments, or was spared).
+    fn evict_visit(&self, pid: u64, stable: Lsn, guard: &Guard) -> bool {
+        let current = self.table.load(pid, guard);
+        let Some(entry) = entry_ref(current).filter(|entry| entry.is_live()) else {
+            return false; // freed: it leaves the ring
+        };
+        let memo_bytes = entry.memo.charged_bytes();
+        let any_resident = entry
+            .nodes()
+            .any(|node| node.slot().is_some_and(|slot| slot.resident.is_some()));
+        if memo_bytes == 0 && !any_resident {
+            return false; // already evicted: it leaves the ring
+        }
+        if entry.referenced.swap(false, Ordering::Relaxed) {
+            return true;
+        }
+        let mut freed_bytes = 0u64;
+        let mut n_evicted = 0u64;
+        let mut n_kept = 0u64;
+        let mut new_chain: Vec<Slot<M::Fragment>> = entry
+            .nodes()
+            .map(|node| {
+                let slot = node.slot().expect("a live chain's nodes hold fragments");
+                if slot.resident.is_some() && slot.location.lsn < stable {
+                    freed_bytes += slot.resident_bytes;
+                    n_evicted += 1;
+                    Slot::on_disk(slot.location)
+                } else {
+                    n_kept += u64::from(slot.resident.is_some());
+                    slot.clone()
+                }
+            })
+            .collect();
+        // A memo goes with any eviction (replacing the entry drops it); on its own it is
+        // reason enough to replace the entry, durable or not.
+        if n_evicted == 0 && memo_bytes == 0 {
+            return n_kept > 0;
+        }
+        // Walked newest first; a chain is built oldest first.
+        new_chain.reverse();
+        let evicted = Entry::new(entry.version, PageState::Live(new_chain));
+        evicted.referenced.store(false, Ordering::Relaxed);
+        match self.table.cas(pid, current, Owned::new(evicted), guard) {
+            Ok(_) => {
+                self.retire_unlinked(guard, current);
+                self.account(-(freed_bytes as i64), 0);
+                Metrics::bump(&self.metrics.n_fragments_evicted, n_evicted);
+                n_kept > 0
+            }
+            // The page changed meanwhile; if it is still resident, the next pass sees it
+            // (when it still holds fragments it is kept on the ring anyway).
+            Err(_) => true,
+        }
     }
 
     /// Puts a page that just became resident (none of its fragments was) on the CLOCK ring.
