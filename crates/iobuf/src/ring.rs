@@ -534,15 +534,15 @@ impl Ring {
         let ends_segment = remaining_in_segment < smallest_next_buffer;
         slot.set_ends_segment(ends_segment);
         let io_buf_len = u64::from(self.config.io_buf_len_bytes());
+        let mut wake_flusher = false;
         let next = if ends_segment {
             let log_start = self.release_requested();
-            if log_start > self.release_durable() {
-                // This header records a release: the released segments become reusable once
-                // it is durable. Waiting for the flusher's next round would let the file grow
-                // by whatever is written meanwhile (20 MiB at 100 MB/s and 200 ms), so ask
-                // for that round now: one extra sync per segment, and only while cleaning.
-                self.flusher_signal.hurry();
-            }
+            // This header records a release: the released segments become reusable once it
+            // is durable. Waiting for the flusher's next round would let the file grow by
+            // whatever is written meanwhile (20 MiB at 100 MB/s and 200 ms), so ask for that
+            // round as soon as the new generation (holding the header) is current: one extra
+            // sync per segment, and only while segments are being released.
+            wake_flusher = log_start > self.release_durable();
             let segment = self
                 .with_accountant(|accountant| accountant.next_segment(Lsn(segment_end)))
                 .map_err(|error| self.poison(LogError::Segment(error)))?;
@@ -580,6 +580,11 @@ impl Ring {
         next_slot.begin_generation(next_slot.header(), next);
         self.current_idx.store(next.ring_idx, Ordering::Release);
         self.waiters.notify();
+        if wake_flusher {
+            // Only now: the flusher syncs up to the tip it reads, which must be past the
+            // header (woken earlier, it could sync the old segment and sleep its interval).
+            self.flusher_signal.hurry();
+        }
         Ok(())
     }
 
