@@ -483,14 +483,7 @@ fn child(cli: &Cli, run: u32) -> Result<(), Error> {
         .as_deref()
         .ok_or_else(|| Error::Usage("a crash-loop child needs --dir".to_owned()))?;
     let (log, _) = workload::open(Path::new(dir))?;
-    let plan = AppendPlan {
-        run,
-        n_threads: cli.threads,
-        message_len_bytes: cli.message_len_bytes,
-        sync: cli.sync_mode(),
-        batch_len: cli.batch_len,
-        goal: Goal::Time(cli.duration()),
-    };
+    let plan = AppendPlan::from_cli(cli, run, Goal::Time(cli.duration()));
     let acks = Acks::new(cli.threads, true);
     let mut progress = Progress::start("child", plan.goal, false);
     if let Err(error) = workload::run_appenders(&log, plan, &acks, &mut progress) {

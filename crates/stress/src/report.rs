@@ -156,27 +156,32 @@ pub struct RunReport {
     pub verification: Verification,
 }
 
+/// The `settings` and `directory` lines every report opens with.
+fn write_settings_and_dir(
+    out: &mut String,
+    settings: &[(&'static str, Value)],
+    dir: &str,
+    dir_kept: bool,
+) {
+    let settings: Vec<String> = settings
+        .iter()
+        .map(|(name, value)| format!("{name} {}", plain(value)))
+        .collect();
+    let _ = writeln!(out, "settings               {}", settings.join(", "));
+    let kept = if dir_kept {
+        "kept"
+    } else {
+        "temporary, removed at the end"
+    };
+    let _ = writeln!(out, "directory              {dir} ({kept})");
+}
+
 impl RunReport {
     /// The report as text.
     pub fn to_text(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(out, "== {} report ==", self.workload);
-        let settings: Vec<String> = self
-            .settings
-            .iter()
-            .map(|(name, value)| format!("{name} {}", plain(value)))
-            .collect();
-        let _ = writeln!(out, "settings               {}", settings.join(", "));
-        let _ = writeln!(
-            out,
-            "directory              {} ({})",
-            self.dir,
-            if self.dir_kept {
-                "kept"
-            } else {
-                "temporary, removed at the end"
-            }
-        );
+        write_settings_and_dir(&mut out, &self.settings, &self.dir, self.dir_kept);
         let _ = writeln!(out, "at start               {}", self.opened);
         if let Some(open) = &self.opened_page_cache {
             let _ = writeln!(out, "page cache at start    {}", open.text());
@@ -364,22 +369,7 @@ impl CrashLoopReport {
     pub fn to_text(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(out, "== crash loop report ==");
-        let settings: Vec<String> = self
-            .settings
-            .iter()
-            .map(|(name, value)| format!("{name} {}", plain(value)))
-            .collect();
-        let _ = writeln!(out, "settings               {}", settings.join(", "));
-        let _ = writeln!(
-            out,
-            "directory              {} ({})",
-            self.dir,
-            if self.dir_kept {
-                "kept"
-            } else {
-                "temporary, removed at the end"
-            }
-        );
+        write_settings_and_dir(&mut out, &self.settings, &self.dir, self.dir_kept);
         let _ = writeln!(
             out,
             "kills                  {} with SIGKILL ({} children ended before their kill)",

@@ -1,21 +1,16 @@
 //! The `log` workload: threads appending self-describing messages to a plain log for a fixed
 //! time, making them durable as `--sync` says; then a final flush, a close, and verification.
 
-use std::time::Instant;
-
-use iobuf::LogMetrics;
 use serde_json::json;
 
 use crate::ceilings::Ceilings;
 use crate::cli::{Cli, SyncMode};
 use crate::error::Error;
-use crate::progress::{Goal, Progress};
+use crate::progress::Goal;
 use crate::report::{Ratio, RunReport, Unit};
 use crate::stats::OpStats;
-use crate::verify::Expect;
 use crate::workload::{
-    Acks, AppendPlan, Out, Target, close_after, dir_size, log_config, open_and_scan, run_appenders,
-    verify_dir,
+    AppendRun, Out, Target, append_then_verify, dir_size, log_config, open_and_scan,
 };
 
 /// The settings a log run reports.
@@ -61,49 +56,24 @@ pub fn run(
         target.dir.display(),
         existing.report
     ));
-    let plan = AppendPlan {
-        run: existing.run,
-        n_threads: cli.threads,
-        message_len_bytes: cli.message_len_bytes,
-        sync: cli.sync_mode(),
-        batch_len: cli.batch_len,
-        goal: Goal::Time(cli.duration()),
-    };
-    let acks = Acks::new(cli.threads, false);
-    let mut progress = Progress::start("log: appends", plan.goal, true);
-    let appended = run_appenders(&log, plan, &acks, &mut progress);
-    progress.finish();
-    let appended = match appended {
-        Ok(appended) => appended,
-        Err(error) => return Err(close_after(log, error)),
-    };
-    let flush_started = Instant::now();
-    if let Err(e) = log.flush() {
-        return Err(close_after(
-            log,
-            Error::log("flushing at the end of the run", e),
-        ));
-    }
-    let final_flush = flush_started.elapsed();
-    let metrics = log.metrics();
-    let bytes_written = LogMetrics::get(&metrics.written_bytes);
-    let n_syncs = LogMetrics::get(&metrics.n_syncs);
-    let sync_secs = metrics.sync_latency.total().as_secs_f64();
-    log.close()
-        .map_err(|e| Error::log("closing the log after the run", e))?;
-
-    out.say("stress log: verifying: reopening the directory and reading every message back");
-    let mut expected = existing.expectations();
-    for (thread, &written) in appended.written.iter().enumerate() {
-        expected.insert(
-            (existing.run, thread as u32),
-            Expect {
-                durable: written,
-                exact: Some(written),
-            },
-        );
-    }
-    let (verification, outcome, _) = verify_dir(&target.dir, expected)?;
+    let AppendRun {
+        appended,
+        final_flush,
+        bytes_written,
+        n_syncs,
+        sync_secs,
+        verification,
+        outcome,
+        open_elapsed: _,
+    } = append_then_verify(
+        cli,
+        target,
+        log,
+        &existing,
+        Goal::Time(cli.duration()),
+        "log: appends",
+        || out.say("stress log: verifying: reopening the directory and reading every message back"),
+    )?;
 
     let elapsed = appended.elapsed;
     let elapsed_secs = elapsed.as_secs_f64();

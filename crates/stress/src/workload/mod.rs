@@ -19,10 +19,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use iobuf::{Log, LogConfig, Lsn};
+use iobuf::{Log, LogConfig, LogMetrics, Lsn};
 use recovery::RecoveryReport;
 
-use crate::cli::SyncMode;
+use crate::cli::{Cli, SyncMode};
 use crate::error::Error;
 use crate::message::{self, MessageKey};
 use crate::progress::{Goal, Progress};
@@ -306,6 +306,103 @@ pub struct AppendPlan {
     pub batch_len: u32,
     /// For how long, or how many messages in all.
     pub goal: Goal,
+}
+
+impl AppendPlan {
+    /// The plan the command line asks for (threads, message length, sync mode), for run `run`,
+    /// until `goal`.
+    pub fn from_cli(cli: &Cli, run: u32, goal: Goal) -> AppendPlan {
+        AppendPlan {
+            run,
+            n_threads: cli.threads,
+            message_len_bytes: cli.message_len_bytes,
+            sync: cli.sync_mode(),
+            batch_len: cli.batch_len,
+            goal,
+        }
+    }
+}
+
+/// What [`append_then_verify`] measured.
+#[derive(Debug)]
+pub struct AppendRun {
+    /// What the appending threads did.
+    pub appended: Appended,
+    /// How long the final flush took.
+    pub final_flush: Duration,
+    /// Bytes the log wrote to its data file.
+    pub bytes_written: u64,
+    /// `fdatasync` calls.
+    pub n_syncs: u64,
+    /// Seconds spent in `fdatasync`.
+    pub sync_secs: f64,
+    /// The check of every message after reopening.
+    pub verification: Verification,
+    /// The raw outcome of that check.
+    pub outcome: Outcome,
+    /// How long the reopen took.
+    pub open_elapsed: Duration,
+}
+
+/// The body of the `log` and `recover` workloads: append as the command line says until
+/// `goal` (showing progress under `label`), flush, close, then reopen `target` and check every
+/// message, this run's and the ones `existing` found. `say_verifying` is printed before the
+/// reopen.
+pub fn append_then_verify(
+    cli: &Cli,
+    target: &Target,
+    log: Log,
+    existing: &Existing,
+    goal: Goal,
+    label: &str,
+    say_verifying: impl FnOnce(),
+) -> Result<AppendRun, Error> {
+    let plan = AppendPlan::from_cli(cli, existing.run, goal);
+    let acks = Acks::new(cli.threads, false);
+    let mut progress = Progress::start(label, plan.goal, true);
+    let appended = run_appenders(&log, plan, &acks, &mut progress);
+    progress.finish();
+    let appended = match appended {
+        Ok(appended) => appended,
+        Err(error) => return Err(close_after(log, error)),
+    };
+    let flush_started = Instant::now();
+    if let Err(e) = log.flush() {
+        return Err(close_after(
+            log,
+            Error::log("flushing at the end of the run", e),
+        ));
+    }
+    let final_flush = flush_started.elapsed();
+    let metrics = log.metrics();
+    let bytes_written = LogMetrics::get(&metrics.written_bytes);
+    let n_syncs = LogMetrics::get(&metrics.n_syncs);
+    let sync_secs = metrics.sync_latency.total().as_secs_f64();
+    log.close()
+        .map_err(|e| Error::log("closing the log after the run", e))?;
+
+    say_verifying();
+    let mut expected = existing.expectations();
+    for (thread, &written) in appended.written.iter().enumerate() {
+        expected.insert(
+            (existing.run, thread as u32),
+            Expect {
+                durable: written,
+                exact: Some(written),
+            },
+        );
+    }
+    let (verification, outcome, open_elapsed) = verify_dir(&target.dir, expected)?;
+    Ok(AppendRun {
+        appended,
+        final_flush,
+        bytes_written,
+        n_syncs,
+        sync_secs,
+        verification,
+        outcome,
+        open_elapsed,
+    })
 }
 
 /// What the appending threads did.

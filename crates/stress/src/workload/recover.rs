@@ -1,19 +1,16 @@
 //! The `recover` workload: write `--updates` messages, flush, close, then time the reopen
 //! (the recovery scan) and verify every message through the reopened log.
 
-use iobuf::LogMetrics;
 use serde_json::json;
 
 use crate::ceilings::Ceilings;
 use crate::cli::{Cli, SyncMode};
 use crate::error::Error;
-use crate::progress::{Goal, Progress};
+use crate::progress::Goal;
 use crate::report::{Ratio, RunReport, Unit};
 use crate::stats::{Latencies, OpStats};
-use crate::verify::Expect;
 use crate::workload::{
-    Acks, AppendPlan, Out, Target, close_after, dir_size, log_config, open_and_scan, run_appenders,
-    verify_dir,
+    AppendRun, Out, Target, append_then_verify, dir_size, log_config, open_and_scan,
 };
 
 /// Runs the workload on `target` and verifies it.
@@ -45,46 +42,24 @@ pub fn run(
         target.dir.display(),
         existing.report
     ));
-    let plan = AppendPlan {
-        run: existing.run,
-        n_threads: cli.threads,
-        message_len_bytes: cli.message_len_bytes,
-        sync: cli.sync_mode(),
-        batch_len: cli.batch_len,
-        goal: Goal::Count(cli.updates),
-    };
-    let acks = Acks::new(cli.threads, false);
-    let mut progress = Progress::start("recover: writes", plan.goal, true);
-    let appended = run_appenders(&log, plan, &acks, &mut progress);
-    progress.finish();
-    let appended = match appended {
-        Ok(appended) => appended,
-        Err(error) => return Err(close_after(log, error)),
-    };
-    if let Err(e) = log.flush() {
-        return Err(close_after(
-            log,
-            Error::log("flushing the written messages", e),
-        ));
-    }
-    let metrics = log.metrics();
-    let bytes_written = LogMetrics::get(&metrics.written_bytes);
-    let n_syncs = LogMetrics::get(&metrics.n_syncs);
-    let sync_secs = metrics.sync_latency.total().as_secs_f64();
-    log.close().map_err(|e| Error::log("closing the log", e))?;
-
-    out.say("stress recover: reopening (timed) and reading every message back");
-    let mut expected = existing.expectations();
-    for (thread, &written) in appended.written.iter().enumerate() {
-        expected.insert(
-            (existing.run, thread as u32),
-            Expect {
-                durable: written,
-                exact: Some(written),
-            },
-        );
-    }
-    let (verification, outcome, open_elapsed) = verify_dir(&target.dir, expected)?;
+    let AppendRun {
+        appended,
+        final_flush: _,
+        bytes_written,
+        n_syncs,
+        sync_secs,
+        verification,
+        outcome,
+        open_elapsed,
+    } = append_then_verify(
+        cli,
+        target,
+        log,
+        &existing,
+        Goal::Count(cli.updates),
+        "recover: writes",
+        || out.say("stress recover: reopening (timed) and reading every message back"),
+    )?;
     let scan_bytes_per_second =
         verification.recovery.bytes_scanned as f64 / open_elapsed.as_secs_f64().max(1e-9);
 
