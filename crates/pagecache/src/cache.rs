@@ -12,7 +12,7 @@ use iobuf::{Location, Log, LogMetrics, Lsn, PageId};
 use recovery::SnapshotStore;
 
 use crate::config::Config;
-use crate::entry::{Entry, PageState, Slot, Version, entry_ref, reclaim_lost, retire};
+use crate::entry::{Charged, Entry, PageState, Resident, Version, entry_ref, retire};
 use crate::error::{Error, Result};
 use crate::materializer::Materializer;
 use crate::metrics::Metrics;
@@ -169,9 +169,9 @@ impl<M: Materializer> std::fmt::Debug for PageCache<M> {
 /// What a write does to a page's chain.
 enum Change<F> {
     /// Append a delta (consolidated into a new base when the chain is long).
-    Delta(Arc<F>),
+    Delta(F),
     /// Install a new base.
-    Base(Arc<F>),
+    Base(F),
     /// Free the page.
     Free,
 }
@@ -182,7 +182,7 @@ impl<M: Materializer> PageCache<M> {
     pub fn allocate(&self, fragment: M::Fragment) -> Result<(PageId, Written)> {
         let inner = &*self.inner;
         inner.check_open()?;
-        let fragment = Arc::new(fragment);
+        let mut fragment = Some(fragment);
         let pid = match inner.pop_free_id() {
             Some(pid) => pid,
             None => {
@@ -196,8 +196,9 @@ impl<M: Materializer> PageCache<M> {
                 pid
             }
         };
-        let body = encode_body(inner, RecordKind::Base, PageId(pid), &fragment);
-        let size = inner.materializer.size_in_bytes(&fragment) as u64;
+        let base = fragment.as_ref().expect("not taken yet");
+        let body = encode_body(inner, RecordKind::Base, PageId(pid), base);
+        let size = inner.materializer.size_in_bytes(base) as u64;
         loop {
             let guard = epoch::pin();
             let current = inner.table.load(pid, &guard);
@@ -212,15 +213,17 @@ impl<M: Materializer> PageCache<M> {
             let mut reservation = inner.log.reserve(body.len())?;
             reservation.buffer_mut().copy_from_slice(&body);
             let location = reservation.location();
-            let slot = Slot {
-                location,
-                resident: Some(Arc::clone(&fragment)),
-                resident_bytes: size,
+            let merged = Charged {
+                value: fragment.take().expect("given back by a lost CAS"),
+                size_bytes: size,
             };
-            let entry = Entry::new(version, PageState::Live(vec![slot]));
+            let entry = Entry::new(
+                version,
+                PageState::Live(vec![location], Resident::Merged(merged)),
+            );
             match inner.table.cas(pid, current, Owned::new(entry), &guard) {
                 Ok(_) => {
-                    self.inner.retire_unlinked(&guard, current);
+                    retire(&guard, current);
                     drop(guard);
                     reservation.complete()?;
                     inner.account(size as i64, location.frame_len_bytes() as i64);
@@ -235,7 +238,8 @@ impl<M: Materializer> PageCache<M> {
                         },
                     ));
                 }
-                Err(_) => {
+                Err((_, lost)) => {
+                    fragment = lost.into_box().into_merged();
                     reservation.abort()?;
                     Metrics::bump(&inner.metrics.n_write_retries, 1);
                 }
@@ -252,7 +256,7 @@ impl<M: Materializer> PageCache<M> {
         expected: Version,
         fragment: M::Fragment,
     ) -> Result<Result<Written, Stale<M::Fragment>>> {
-        self.write_fragment(pid, expected, Change::Delta(Arc::new(fragment)))
+        self.write_fragment(pid, expected, Change::Delta(fragment))
     }
 
     /// Replaces the page's whole chain with `fragment` as a new base, if the page is still at
@@ -263,7 +267,7 @@ impl<M: Materializer> PageCache<M> {
         expected: Version,
         fragment: M::Fragment,
     ) -> Result<Result<Written, Stale<M::Fragment>>> {
-        self.write_fragment(pid, expected, Change::Base(Arc::new(fragment)))
+        self.write_fragment(pid, expected, Change::Base(fragment))
     }
 
     fn write_fragment(
@@ -276,7 +280,7 @@ impl<M: Materializer> PageCache<M> {
         let outcome = self.inner.write(pid, expected, change)?;
         Ok(outcome.map_err(|(current, fragment)| Stale {
             current,
-            fragment: unwrap_fragment(fragment),
+            fragment: fragment.expect("a refused link or replace gives its fragment back"),
         }))
     }
 
@@ -467,11 +471,6 @@ impl<M: Materializer> Drop for PageCache<M> {
 
 /// Takes a fragment back out of its `Arc` (the cache held no other reference to it when a
 /// write was refused, so this does not clone in practice).
-fn unwrap_fragment<F: Clone>(fragment: Option<Arc<F>>) -> F {
-    let fragment = fragment.expect("a refused link or replace gives its fragment back");
-    Arc::try_unwrap(fragment).unwrap_or_else(|shared| (*shared).clone())
-}
-
 /// A record's bytes: its header and the encoded fragment.
 fn encode_body<M: Materializer>(
     inner: &Inner<M>,
@@ -485,7 +484,10 @@ fn encode_body<M: Materializer>(
     body
 }
 
-type WriteOutcome<F> = std::result::Result<Written, (Option<Version>, Option<Arc<F>>)>;
+/// A chain's decoded fragments, oldest first, and how many of them were read from disk.
+type ChainValues<F> = (Vec<Arc<F>>, u64);
+
+type WriteOutcome<F> = std::result::Result<Written, (Option<Version>, Option<F>)>;
 
 impl<M: Materializer> Inner<M> {
     pub(crate) fn check_open(&self) -> Result<()> {
@@ -505,73 +507,21 @@ impl<M: Materializer> Inner<M> {
         }
     }
 
-    /// Retires an entry that this thread's CAS just unlinked, taking back what its memo was
-    /// charged (see [`crate::entry::Memo`]).
-    fn retire_unlinked(&self, guard: &Guard, unlinked: Shared<'_, Entry<M::Fragment>>) {
-        if let Some(entry) = entry_ref(unlinked) {
-            let memo_bytes = entry.retire_memos();
-            if memo_bytes > 0 {
-                self.account(-(memo_bytes as i64), 0);
-            }
-        }
-        retire(guard, unlinked);
-    }
-
-    /// Merges a chain given newest first (the order nodes are walked in) without allocating
-    /// for the list of references when it is short: reads merge on every call, and that
-    /// allocation showed in profiles.
-    fn merge_newest_first<'v>(
-        &self,
-        newest_first: impl Iterator<Item = &'v M::Fragment>,
-    ) -> M::Fragment {
-        const ON_STACK: usize = 16;
-        let mut newest_first = newest_first.peekable();
-        let newest = *newest_first.peek().expect("a chain is never empty");
-        let mut on_stack = [newest; ON_STACK];
-        let mut spilled: Vec<&M::Fragment> = Vec::new();
-        let mut n = 0usize;
-        for value in newest_first {
-            if n < ON_STACK {
-                on_stack[n] = value;
-            } else {
-                if spilled.is_empty() {
-                    spilled.extend_from_slice(&on_stack);
-                }
-                spilled.push(value);
-            }
-            n += 1;
-        }
-        // The materializer takes the chain oldest first.
-        let refs = if n <= ON_STACK {
-            &mut on_stack[..n]
-        } else {
-            &mut spilled[..]
-        };
-        refs.reverse();
-        self.materializer.merge(refs)
-    }
-
-    /// Merges decoded fragments given oldest first.
+    /// Merges decoded fragments given oldest first, without allocating for the list of
+    /// references when the chain is short (reads that page in merge on every call).
     fn merge_values(&self, values: &[Arc<M::Fragment>]) -> M::Fragment {
-        self.merge_newest_first(values.iter().rev().map(|value| &**value))
-    }
-
-    /// The merged value of a fully resident chain whose head has no memo: the fragments
-    /// newer than the newest memo below the head, merged onto that memo (or the whole chain
-    /// when there is none).
-    fn merge_resident(&self, head: &Entry<M::Fragment>) -> M::Fragment {
-        let mut reached_memo = false;
-        self.merge_newest_first(head.nodes().enumerate().map_while(|(depth, node)| {
-            if reached_memo {
-                return None;
+        const ON_STACK: usize = 16;
+        let first = &*values[0];
+        if values.len() <= ON_STACK {
+            let mut refs = [first; ON_STACK];
+            for (slot, value) in refs.iter_mut().zip(values) {
+                *slot = value;
             }
-            let memo = if depth > 0 { node.memo.get() } else { None };
-            reached_memo = memo.is_some();
-            Some(memo.unwrap_or_else(|| {
-                let slot = node.slot().expect("a live chain's nodes hold fragments");
-                slot.resident.as_deref().expect("fully resident")
-            }))
-        }))
+            self.materializer.merge(&refs[..values.len()])
+        } else {
+            let refs: Vec<&M::Fragment> = values.iter().map(|value| &**value).collect();
+            self.materializer.merge(&refs)
+        }
     }
 
     /// A link, replace or free: load, check the version, reserve, CAS, then complete (or
@@ -580,13 +530,16 @@ impl<M: Materializer> Inner<M> {
     /// The reservation is taken after loading the entry and the CAS succeeds only if the
     /// entry is unchanged, so per page the order of successful CASes is the order of their
     /// LSNs, and replaying the log rebuilds exactly this chain.
+    ///
+    /// A delta over a page whose merged value is resident is merged onto it here (see the
+    /// `entry` module): the log gets the delta, memory keeps one merged value.
     fn write(
         &self,
         pid: PageId,
         expected: Version,
         change: Change<M::Fragment>,
     ) -> Result<WriteOutcome<M::Fragment>> {
-        let (kind, fragment) = match change {
+        let (kind, mut fragment) = match change {
             Change::Delta(fragment) => (RecordKind::Delta, Some(fragment)),
             Change::Base(fragment) => (RecordKind::Base, Some(fragment)),
             Change::Free => (RecordKind::Free, None),
@@ -620,79 +573,88 @@ impl<M: Materializer> Inner<M> {
                     return Ok(Err((current, fragment)));
                 }
             };
-            let new_fragment = fragment.as_ref();
-            // A long chain is consolidated by this writer: the record becomes the merged base.
-            let consolidate = kind == RecordKind::Delta
-                && old.chain_len() + 1 >= self.config.consolidate_after_fragments as usize;
-            let mut merged: Option<(Vec<u8>, Arc<M::Fragment>, u64)> = None;
-            if consolidate {
-                let fragment = new_fragment.expect("a delta has a fragment");
-                let value = match old.memo.get() {
-                    // A reader already merged the old chain: merge that and the delta.
-                    Some(memoized) => Arc::new(self.materializer.merge(&[memoized, &**fragment])),
-                    None => {
-                        let old_chain = old.chain().expect("checked live");
-                        let Some(mut values) = self.read_chain(pid, current, &old_chain, &guard)?
-                        else {
-                            continue;
-                        };
-                        values.push(Arc::clone(fragment));
-                        Arc::new(self.merge_values(&values))
+            // What the new entry keeps in memory, and for a consolidation the merged base
+            // that is written instead of the delta.
+            let mut consolidated_body = None;
+            let state = match kind {
+                RecordKind::Delta => {
+                    let delta = fragment.as_ref().expect("a delta has a fragment");
+                    let consolidate =
+                        old.chain_len() + 1 >= self.config.consolidate_after_fragments as usize;
+                    let merged = match old.resident() {
+                        Resident::Merged(merged) => {
+                            Some(self.materializer.merge(&[&merged.value, delta]))
+                        }
+                        // A long chain is consolidated by this writer: the record becomes
+                        // the merged base, reading the fragments not in memory.
+                        _ if consolidate => {
+                            let Some((mut values, _)) =
+                                self.read_chain(pid, current, old, &guard)?
+                            else {
+                                continue;
+                            };
+                            values.push(Arc::new(delta.clone()));
+                            Some(self.merge_values(&values))
+                        }
+                        _ => None,
+                    };
+                    match merged {
+                        Some(value) => {
+                            let size_bytes = self.materializer.size_in_bytes(&value) as u64;
+                            let resident = Resident::Merged(Charged { value, size_bytes });
+                            (consolidate, resident)
+                        }
+                        None => {
+                            let mut fragments = match old.resident() {
+                                Resident::Fragments(fragments) => fragments.clone(),
+                                _ => vec![None; old.chain_len()],
+                            };
+                            fragments.push(Some(Charged {
+                                value: Arc::new(delta.clone()),
+                                size_bytes: new_size,
+                            }));
+                            (false, Resident::Fragments(fragments))
+                        }
                     }
-                };
-                let merged_body = encode_body(self, RecordKind::Base, pid, &value);
-                let size = self.materializer.size_in_bytes(&value) as u64;
-                merged = Some((merged_body, value, size));
+                }
+                RecordKind::Base => {
+                    let value = fragment.take().expect("a base has a fragment");
+                    let merged = Charged {
+                        value,
+                        size_bytes: new_size,
+                    };
+                    (true, Resident::Merged(merged))
+                }
+                _ => (true, Resident::Nothing),
+            };
+            let (replaces_chain, resident) = state;
+            if kind == RecordKind::Delta
+                && replaces_chain
+                && let Resident::Merged(merged) = &resident
+            {
+                consolidated_body = Some(encode_body(self, RecordKind::Base, pid, &merged.value));
             }
-            let record_bytes = merged.as_ref().map_or(&body, |(bytes, _, _)| bytes);
+            let record_bytes = consolidated_body.as_ref().unwrap_or(&body);
             let mut reservation = self.log.reserve(record_bytes.len())?;
             reservation.buffer_mut().copy_from_slice(record_bytes);
             let location = reservation.location();
             let version = old.version + 1;
-            let entry = match (&merged, kind) {
-                (Some((_, value, size)), _) => Entry::new(
-                    version,
-                    PageState::Live(vec![Slot {
-                        location,
-                        resident: Some(Arc::clone(value)),
-                        resident_bytes: *size,
-                    }]),
-                ),
-                // A delta is one node over the current head: no copy of the chain.
-                (None, RecordKind::Delta) => Entry::over(
-                    version,
-                    Slot {
-                        location,
-                        resident: new_fragment.cloned(),
-                        resident_bytes: new_size,
-                    },
-                    current,
-                    old,
-                ),
-                (None, RecordKind::Base) => Entry::new(
-                    version,
-                    PageState::Live(vec![Slot {
-                        location,
-                        resident: new_fragment.cloned(),
-                        resident_bytes: new_size,
-                    }]),
-                ),
-                (None, _) => Entry::new(version, PageState::Freed),
+            let entry = if kind == RecordKind::Free {
+                Entry::new(version, PageState::Freed)
+            } else {
+                let mut locations = Vec::with_capacity(old.chain_len() + 1);
+                if !replaces_chain {
+                    locations.extend_from_slice(old.locations());
+                }
+                locations.push(location);
+                Entry::new(version, PageState::Live(locations, resident))
             };
-            let is_delta_node = merged.is_none() && kind == RecordKind::Delta;
             let resident_delta = entry.resident_bytes() as i64 - old.resident_bytes() as i64;
             let live_delta = entry.live_bytes() as i64 - old.live_bytes() as i64;
             let became_resident = old.resident_bytes() == 0 && entry.resident_bytes() > 0;
             match self.table.cas(pid.0, current, Owned::new(entry), &guard) {
-                Ok(installed) => {
-                    if is_delta_node {
-                        // The old head lives on inside the new chain.
-                        entry_ref(installed)
-                            .expect("just installed")
-                            .take_ownership_of_older();
-                    } else {
-                        self.retire_unlinked(&guard, current);
-                    }
+                Ok(_) => {
+                    retire(&guard, current);
                     drop(guard);
                     reservation.complete()?;
                     self.account(resident_delta, live_delta);
@@ -700,7 +662,7 @@ impl<M: Materializer> Inner<M> {
                         self.became_resident(pid.0);
                     }
                     self.metrics.n_writes.add(1);
-                    if merged.is_some() {
+                    if consolidated_body.is_some() {
                         Metrics::bump(&self.metrics.n_consolidations, 1);
                     }
                     if kind == RecordKind::Free {
@@ -715,9 +677,10 @@ impl<M: Materializer> Inner<M> {
                     }));
                 }
                 Err((_, lost)) => {
-                    // Not installed: drop it without touching the old head (still the
-                    // table's).
-                    drop(reclaim_lost(lost));
+                    // Not installed: a new base comes back out of it for the retry.
+                    if kind == RecordKind::Base {
+                        fragment = lost.into_box().into_merged();
+                    }
                     drop(guard);
                     reservation.abort()?;
                     Metrics::bump(&self.metrics.n_write_retries, 1);
@@ -725,7 +688,6 @@ impl<M: Materializer> Inner<M> {
             }
         }
     }
-
     /// Work a write takes on after it is done: its share of cleaning, and eviction when the
     /// cache is over budget. The write itself is complete and acknowledged by then, so a
     /// cleaning failure does not fail it (its caller might retry and write twice): the error
@@ -768,27 +730,11 @@ impl<M: Materializer> Inner<M> {
                 return Ok(None);
             }
             entry.touch();
-            if entry.fully_resident() {
+            if let Some(merged) = entry.merged() {
                 self.metrics.n_cache_hits.add(1);
-                let value = match entry.memo.get() {
-                    Some(memoized) => memoized.clone(),
-                    None => {
-                        let value = self.merge_resident(entry);
-                        // A chain of several fragments is worth memoizing: the next reads
-                        // of the unchanged page clone one value, and after a link they
-                        // merge only the new delta onto it.
-                        if entry.chain_len() > 1 {
-                            let size = self.materializer.size_in_bytes(&value) as u64;
-                            entry
-                                .memo
-                                .offer(value.clone(), size, |delta| self.account(delta, 0));
-                        }
-                        value
-                    }
-                };
                 let page = Page {
                     version: Version(entry.version),
-                    value,
+                    value: merged.clone(),
                 };
                 drop(guard);
                 // Fragments written over the budget become evictable once durable (the
@@ -797,33 +743,23 @@ impl<M: Materializer> Inner<M> {
                 self.maybe_evict();
                 return Ok(Some(page));
             }
-            let chain = entry.chain().expect("checked live");
+            // Some or all fragments are on disk (or resident one by one): read the rest,
+            // merge, and keep the merged value if the page did not change meanwhile.
             let started = Instant::now();
-            let Some(values) = self.read_chain(pid, current, &chain, &guard)? else {
+            let Some((values, n_read)) = self.read_chain(pid, current, entry, &guard)? else {
                 continue;
             };
-            self.metrics.page_in_latency.record(started.elapsed());
-            Metrics::bump(&self.metrics.n_page_ins, 1);
-            // Keep what was read, if the page did not change meanwhile (if it did, the read
-            // value is still the one of `entry.version`, which is what this get returns).
-            let mut new_chain = Vec::with_capacity(chain.len());
-            let mut added_bytes = 0u64;
-            for (slot, value) in chain.iter().zip(&values) {
-                if slot.resident.is_some() {
-                    new_chain.push((*slot).clone());
-                } else {
-                    let size = self.materializer.size_in_bytes(value) as u64;
-                    added_bytes += size;
-                    new_chain.push(Slot {
-                        location: slot.location,
-                        resident: Some(Arc::clone(value)),
-                        resident_bytes: size,
-                    });
-                }
+            let value = self.merge_values(&values);
+            if n_read > 0 {
+                self.metrics.page_in_latency.record(started.elapsed());
+                Metrics::bump(&self.metrics.n_page_ins, 1);
+            } else {
+                self.metrics.n_cache_hits.add(1);
             }
+            let size_bytes = self.materializer.size_in_bytes(&value) as u64;
             let page = Page {
                 version: Version(entry.version),
-                value: self.merge_values(&values),
+                value: value.clone(),
             };
             // Fix (found by tests/cache_pressure.rs, two readers): a reader used to keep what
             // it read even while another thread held the eviction hand, and return; during
@@ -832,23 +768,31 @@ impl<M: Materializer> Inner<M> {
             // reader. Now a reader that would go over the budget keeps its page only if it
             // takes the hand itself (and then evicts before letting go); if the hand is
             // busy it returns the value without keeping it.
+            let added_bytes = size_bytes as i64 - entry.resident_bytes() as i64;
             let budget = self.config.cache_budget_bytes as i64;
             let mut hand = None;
-            if self.resident_bytes.load(Ordering::Relaxed) + added_bytes as i64 > budget {
+            if added_bytes > 0 && self.resident_bytes.load(Ordering::Relaxed) + added_bytes > budget
+            {
                 match self.clock_hand.try_lock() {
                     Ok(held) => hand = Some(held),
                     Err(_) => return Ok(Some(page)),
                 }
             }
-            let resident = Entry::new(entry.version, PageState::Live(new_chain));
+            let resident = Entry::new(
+                entry.version,
+                PageState::Live(
+                    entry.locations().to_vec(),
+                    Resident::Merged(Charged { value, size_bytes }),
+                ),
+            );
             if self
                 .table
                 .cas(pid.0, current, Owned::new(resident), &guard)
                 .is_ok()
             {
                 let was_resident = entry.resident_bytes() > 0;
-                self.retire_unlinked(&guard, current);
-                self.account(added_bytes as i64, 0);
+                retire(&guard, current);
+                self.account(added_bytes, 0);
                 if !was_resident {
                     self.became_resident(pid.0);
                 }
@@ -862,43 +806,58 @@ impl<M: Materializer> Inner<M> {
         }
     }
 
-    /// The decoded fragments of the chain of `current` (the entry of `pid` loaded under
-    /// `guard`), reading the ones not resident from disk. `Ok(None)` when a read failed
-    /// because the page changed meanwhile: the cleaner may have moved it and its old segment
-    /// been reused while we read, so the caller loads the page again.
+    /// The decoded fragments of the chain of `current` (`entry`, the entry of `pid` loaded
+    /// under `guard`), oldest first, reading the ones not resident from disk. `Ok(None)` when
+    /// a read failed because the page changed meanwhile: the cleaner may have moved it and
+    /// its old segment been reused while we read, so the caller loads the page again.
     fn read_chain(
         &self,
         pid: PageId,
         current: Shared<'_, Entry<M::Fragment>>,
-        chain: &[&Slot<M::Fragment>],
+        entry: &Entry<M::Fragment>,
         guard: &Guard,
-    ) -> Result<Option<Vec<Arc<M::Fragment>>>> {
-        match self.chain_values(pid, chain) {
+    ) -> Result<Option<ChainValues<M::Fragment>>> {
+        match self.chain_values(pid, entry) {
             Ok(values) => Ok(Some(values)),
             Err(_) if self.table.load(pid.0, guard) != current => Ok(None),
             Err(error) => Err(error),
         }
     }
 
-    /// The decoded fragments of a chain, reading the ones not resident from disk.
+    /// The decoded fragments of a live entry's chain, oldest first, reading the ones not
+    /// resident from disk, and how many were read. A merged value stands for the whole
+    /// chain.
     fn chain_values(
         &self,
         pid: PageId,
-        chain: &[&Slot<M::Fragment>],
-    ) -> Result<Vec<Arc<M::Fragment>>> {
-        let mut values = Vec::with_capacity(chain.len());
-        for slot in chain {
-            match &slot.resident {
-                Some(value) => values.push(Arc::clone(value)),
-                None => {
-                    values.push(Arc::new(self.read_fragment(pid, slot.location)?));
-                    Metrics::bump(&self.metrics.n_fragments_paged_in, 1);
+        entry: &Entry<M::Fragment>,
+    ) -> Result<ChainValues<M::Fragment>> {
+        let locations = entry.locations();
+        let mut values = Vec::with_capacity(locations.len());
+        let mut n_read = 0u64;
+        match entry.resident() {
+            Resident::Merged(merged) => values.push(Arc::new(merged.value.clone())),
+            Resident::Fragments(fragments) => {
+                for (location, fragment) in locations.iter().zip(fragments) {
+                    match fragment {
+                        Some(fragment) => values.push(Arc::clone(&fragment.value)),
+                        None => {
+                            values.push(Arc::new(self.read_fragment(pid, *location)?));
+                            n_read += 1;
+                        }
+                    }
+                }
+            }
+            Resident::Nothing => {
+                for location in locations {
+                    values.push(Arc::new(self.read_fragment(pid, *location)?));
+                    n_read += 1;
                 }
             }
         }
-        Ok(values)
+        Metrics::bump(&self.metrics.n_fragments_paged_in, n_read);
+        Ok((values, n_read))
     }
-
     /// Reads and decodes one fragment from disk.
     fn read_fragment(&self, pid: PageId, location: Location) -> Result<M::Fragment> {
         let corrupt = |reason: String| Error::corruption(Some(pid), Some(location.lsn), reason);
@@ -1028,56 +987,64 @@ impl<M: Materializer> Inner<M> {
         self.metrics.eviction_latency.record(started.elapsed());
     }
 
-    /// One visit of the CLOCK hand to `pid`: clears its bit if set, else drops its durable
-    /// resident fragments (and its memo) by installing a chain without them. Returns whether
-    /// the page stays on the ring (it still holds resident fragments, or was spared).
+    /// One visit of the CLOCK hand to `pid`: clears its bit if set, else drops what is
+    /// resident and durable by installing an entry without it. A merged value is dropped only
+    /// once the whole chain is durable (it stands for every fragment); fragments held one by
+    /// one go each as soon as it is durable. Returns whether the page stays on the ring (it
+    /// still holds resident values, or was spared).
     fn evict_visit(&self, pid: u64, stable: Lsn, guard: &Guard) -> bool {
         let current = self.table.load(pid, guard);
         let Some(entry) = entry_ref(current).filter(|entry| entry.is_live()) else {
             return false; // freed: it leaves the ring
         };
-        let memo_bytes = entry.memo.charged_bytes();
-        let any_resident = entry
-            .nodes()
-            .any(|node| node.slot().is_some_and(|slot| slot.resident.is_some()));
-        if memo_bytes == 0 && !any_resident {
+        if entry.resident_bytes() == 0 {
             return false; // already evicted: it leaves the ring
         }
         if entry.referenced.swap(false, Ordering::Relaxed) {
             return true;
         }
-        let mut freed_bytes = 0u64;
-        let mut n_evicted = 0u64;
-        let mut n_kept = 0u64;
-        let mut new_chain: Vec<Slot<M::Fragment>> = entry
-            .nodes()
-            .map(|node| {
-                let slot = node.slot().expect("a live chain's nodes hold fragments");
-                if slot.resident.is_some() && slot.location.lsn < stable {
-                    freed_bytes += slot.resident_bytes;
-                    n_evicted += 1;
-                    Slot::on_disk(slot.location)
-                } else {
-                    n_kept += u64::from(slot.resident.is_some());
-                    slot.clone()
+        let is_durable = |location: &Location| location.lsn < stable;
+        let (resident, n_evicted) = match entry.resident() {
+            Resident::Nothing => return false,
+            Resident::Merged(_) => {
+                if !entry.locations().iter().all(is_durable) {
+                    return true;
                 }
-            })
-            .collect();
-        // A memo goes with any eviction (replacing the entry drops it); on its own it is
-        // reason enough to replace the entry, durable or not.
-        if n_evicted == 0 && memo_bytes == 0 {
-            return n_kept > 0;
-        }
-        // Walked newest first; a chain is built oldest first.
-        new_chain.reverse();
-        let evicted = Entry::new(entry.version, PageState::Live(new_chain));
+                (Resident::Nothing, 1)
+            }
+            Resident::Fragments(fragments) => {
+                let mut n_evicted = 0u64;
+                let kept = entry
+                    .locations()
+                    .iter()
+                    .zip(fragments)
+                    .map(|(location, fragment)| match fragment {
+                        Some(_) if is_durable(location) => {
+                            n_evicted += 1;
+                            None
+                        }
+                        other => other.clone(),
+                    })
+                    .collect();
+                if n_evicted == 0 {
+                    return true;
+                }
+                (Resident::Fragments(kept), n_evicted)
+            }
+        };
+        let evicted = Entry::new(
+            entry.version,
+            PageState::Live(entry.locations().to_vec(), resident),
+        );
         evicted.referenced.store(false, Ordering::Relaxed);
+        let freed_bytes = entry.resident_bytes() - evicted.resident_bytes();
+        let still_resident = evicted.resident_bytes() > 0;
         match self.table.cas(pid, current, Owned::new(evicted), guard) {
             Ok(_) => {
-                self.retire_unlinked(guard, current);
+                retire(guard, current);
                 self.account(-(freed_bytes as i64), 0);
                 Metrics::bump(&self.metrics.n_fragments_evicted, n_evicted);
-                n_kept > 0
+                still_resident
             }
             // The page changed meanwhile; if it is still resident, the next pass sees it
             // (when it still holds fragments it is kept on the ring anyway).
@@ -1219,35 +1186,35 @@ impl<M: Materializer> Inner<M> {
             if entry.oldest_lsn() >= below {
                 return Ok(());
             }
-            let value = match entry.memo.get() {
-                Some(memoized) => Arc::new(memoized.clone()),
+            // The moved page stays resident (its new record is not durable yet, so it could
+            // not be read back); the eviction hand lets go of it once it is.
+            let value = match entry.merged() {
+                Some(merged) => merged.clone(),
                 None => {
-                    let chain = entry.chain().expect("a freed page has no oldest fragment");
-                    let Some(values) = self.read_chain(pid, current, &chain, &guard)? else {
+                    let Some((values, _)) = self.read_chain(pid, current, entry, &guard)? else {
                         continue;
                     };
-                    Arc::new(self.merge_values(&values))
+                    self.merge_values(&values)
                 }
             };
             let body = encode_body(self, RecordKind::Base, pid, &value);
-            let size = self.materializer.size_in_bytes(&value) as u64;
+            let size_bytes = self.materializer.size_in_bytes(&value) as u64;
             let mut reservation = self.log.reserve(body.len())?;
             reservation.buffer_mut().copy_from_slice(&body);
             let location = reservation.location();
             let moved = Entry::new(
                 entry.version,
-                PageState::Live(vec![Slot {
-                    location,
-                    resident: Some(value),
-                    resident_bytes: size,
-                }]),
+                PageState::Live(
+                    vec![location],
+                    Resident::Merged(Charged { value, size_bytes }),
+                ),
             );
             let resident_delta = moved.resident_bytes() as i64 - entry.resident_bytes() as i64;
             let live_delta = moved.live_bytes() as i64 - entry.live_bytes() as i64;
             let became_resident = entry.resident_bytes() == 0;
             match self.table.cas(pid.0, current, Owned::new(moved), &guard) {
                 Ok(_) => {
-                    self.retire_unlinked(&guard, current);
+                    retire(&guard, current);
                     drop(guard);
                     reservation.complete()?;
                     self.account(resident_delta, live_delta);

@@ -57,12 +57,10 @@
 //!
 //! * **Page table.** A three-level radix tree of page ids (`table.rs`), nodes allocated on
 //!   first use, so memory follows the ids in use (the original allocated 2 MiB per level up
-//!   front). Each slot points at the newest node of the page's chain (`entry.rs`): one node
-//!   per fragment, with its log location and, when resident, its decoded value, each node
-//!   owning the next older one and caching totals over the chain below it. A `link` installs
-//!   one node over the head with one CAS, and the new node owns the old head from then on
-//!   (no copy of the chain, nothing retired); every other change builds a new chain and
-//!   installs it with one CAS, and replaced chains are reclaimed with `crossbeam-epoch`.
+//!   front). Each slot points at the page's entry (`entry.rs`): the log locations of its
+//!   chain and what of it is in memory, usually the merged value. Every change builds a new
+//!   entry and installs it with one CAS; replaced entries are reclaimed with
+//!   `crossbeam-epoch`.
 //! * **Writes.** `link`, `replace` and `free` load the entry, check the caller's version,
 //!   reserve the record in the log, CAS, then complete the record (or abort it when the CAS
 //!   lost). The reservation comes after the load and the CAS needs an unchanged entry, so per
@@ -70,13 +68,17 @@
 //!   exactly. A stale version writes nothing and hands the fragment back in [`Stale`]. Every
 //!   write returns its LSN for [`PageCache::make_stable`]. A chain reaching
 //!   `consolidate_after_fragments` is merged by the writer, never by a reader.
-//! * **Reads.** [`PageCache::get`] merges the resident chain and memoizes the merged value in
-//!   the head (charged to the cache budget), so the next reads of an unchanged page clone it
-//!   and, after a link, merge only the new deltas onto it; fragments that were evicted are
-//!   read back with positional reads (`Log::read`), decoded, and kept if the page did not
-//!   change meanwhile. A read never writes to the log and never waits for a write: only
-//!   fragments already durable are evicted.
-//! * **Cache.** Resident fragments are charged (`Materializer::size_in_bytes`) against
+//! * **What stays in memory.** A resident page keeps its merged value, not its fragments: a
+//!   `link` over it writes the delta to the log and merges the delta onto the value in
+//!   memory (the merge the next read would do anyway), so a read of a resident page clones
+//!   one value whatever the chain's length, and consolidation and cleaning find the value
+//!   ready. A `link` over an evicted page keeps just its delta, until a read pages in the
+//!   rest.
+//! * **Reads.** [`PageCache::get`] of a resident page clones its merged value; otherwise it
+//!   reads the missing fragments back with positional reads (`Log::read_with`), merges, and
+//!   keeps the merged value if the page did not change meanwhile. A read never writes to the
+//!   log and never waits for a write: only values already durable are evicted.
+//! * **Cache.** Resident values are charged (`Materializer::size_in_bytes`) against
 //!   `cache_budget_bytes`. A CLOCK hand walks the page table when the budget is exceeded; a
 //!   hit only sets a bit in the entry (no lock, no list). Resident bytes stay within the budget
 //!   plus fragments not yet durable plus what concurrent readers page in at once.

@@ -33,7 +33,12 @@ pub trait Materializer: Send + Sync + 'static {
     /// linked), into one fragment: the page's value. A chain of one fragment merges to (a clone
     /// of) that fragment. The cache also uses the result as a new base when it consolidates a
     /// long chain or relocates a page out of a segment being cleaned, so `merge` of a merged
-    /// value must be that value.
+    /// value must be that value, and merging a merged value with later deltas must give what
+    /// merging the whole chain gives.
+    ///
+    /// A resident page keeps only its merged value in memory, so every `link` to it calls
+    /// `merge(&[value, delta])` once (the work the next read would otherwise do): keep it
+    /// proportional to the value's size.
     fn merge(&self, chain: &[&Self::Fragment]) -> Self::Fragment;
 
     /// Bytes `fragment` keeps resident in memory, charged against the cache budget.

@@ -56,7 +56,7 @@ pub struct Metrics {
     pub n_page_ins: AtomicU64,
     /// Fragments read back from disk.
     pub n_fragments_paged_in: AtomicU64,
-    /// Fragments dropped from memory by the eviction hand.
+    /// Values dropped from memory by the eviction hand (a page's merged value counts once).
     pub n_fragments_evicted: AtomicU64,
     /// Pages the eviction hand looked at (its work, whether it evicted or not).
     pub n_eviction_visits: AtomicU64,

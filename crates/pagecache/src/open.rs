@@ -13,7 +13,7 @@ use recovery::{OpenOptions, RecoveryError, RecoveryReport, SnapshotInfo, Snapsho
 
 use crate::cache::{CleanerState, Inner, MetaState, PageCache};
 use crate::config::Config;
-use crate::entry::{Entry, PageState, Slot};
+use crate::entry::{Entry, PageState, Resident};
 use crate::error::{Error, Result};
 use crate::materializer::Materializer;
 use crate::metrics::Metrics;
@@ -200,7 +200,7 @@ impl<M: Materializer> PageCache<M> {
         let mut free_ids: VecDeque<(u64, Lsn)> = VecDeque::new();
         {
             let guard = epoch::pin();
-            for (pid, chain) in rebuild.into_chains::<M::Fragment>() {
+            for (pid, chain) in rebuild.into_chains() {
                 let Some(chain) = chain else {
                     free_ids.push_back((pid, Lsn(0)));
                     continue;
@@ -209,12 +209,12 @@ impl<M: Materializer> PageCache<M> {
                 // when its segment was cleaned, the cleaner would have rewritten it above the
                 // start first. Its free record was cleaned away after the snapshot that
                 // still lists it.
-                if chain.iter().any(|slot| slot.location.lsn < log_start) {
+                if chain.iter().any(|location| location.lsn < log_start) {
                     n_pages_dropped_as_freed += 1;
                     free_ids.push_back((pid, Lsn(0)));
                     continue;
                 }
-                let entry = Entry::new(1, PageState::Live(chain));
+                let entry = Entry::new(1, PageState::Live(chain, Resident::Nothing));
                 live_bytes += entry.live_bytes();
                 n_pages += 1;
                 let current = table.load(pid, &guard);
@@ -387,8 +387,8 @@ impl<'a> Rebuild<'a> {
 
     /// Every page id below `next_pid` with its chain (oldest first), `None` for an id
     /// with no page.
-    fn into_chains<F>(self) -> impl Iterator<Item = (u64, Option<Vec<Slot<F>>>)> {
-        let mut chains: Vec<Vec<Slot<F>>> = self
+    fn into_chains(self) -> impl Iterator<Item = (u64, Option<Vec<Location>>)> {
+        let mut chains: Vec<Vec<Location>> = self
             .pages
             .iter()
             .map(|facts| {
@@ -397,7 +397,7 @@ impl<'a> Rebuild<'a> {
                     && facts.restart.is_none()
                     && let Some(page) = &facts.snapshot
                 {
-                    chain.extend(page.locations().map(Slot::on_disk));
+                    chain.extend(page.locations());
                 }
                 chain
             })
@@ -407,7 +407,7 @@ impl<'a> Rebuild<'a> {
             let facts = &self.pages[pid];
             let from = facts.restart.unwrap_or(0);
             if index >= from && *kind != RecordKind::Free {
-                chains[pid].push(Slot::on_disk(*location));
+                chains[pid].push(*location);
             }
         }
         let next_pid = self.next_pid;

@@ -44,8 +44,8 @@ impl<M: Materializer> Inner<M> {
         {
             let guard = epoch::pin();
             self.table.for_each_in(0, next_pid, &guard, |pid, shared| {
-                if let Some(chain) = entry_ref(shared).and_then(|entry| entry.chain()) {
-                    writer.page(PageId(pid), chain.iter().map(|slot| slot.location));
+                if let Some(entry) = entry_ref(shared).filter(|entry| entry.is_live()) {
+                    writer.page(PageId(pid), entry.locations().iter().copied());
                 }
             });
         }

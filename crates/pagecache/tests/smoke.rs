@@ -115,3 +115,70 @@ fn pages_survive_restart_cleaning_and_eviction() {
     }
     let _ = PageId(0);
 }
+
+/// A resident page keeps one merged value, whatever its chain's length: a link merges its
+/// delta onto the value instead of keeping the fragment beside it. A link to an evicted page
+/// keeps only its delta until a read pages in the rest.
+#[test]
+fn a_resident_page_holds_one_merged_value() {
+    // A budget of one byte: everything durable is evicted at the next chance, and nothing
+    // is durable until `flush` (no background flusher, and far less than a buffer written).
+    let config = Config::builder()
+        .segment_len_bytes(64 << 10)
+        .io_buf_len_bytes(4096)
+        .blob_threshold_bytes(1024)
+        .flush_every(None)
+        .cache_budget_bytes(1)
+        .consolidate_after_fragments(64)
+        .background_snapshots(false)
+        .build()
+        .expect("valid");
+    let (cache, _) = PageCache::open(Arc::new(SimStorage::new()), config, Concat).expect("open");
+    let counter = |counter: &std::sync::atomic::AtomicU64| pagecache::Metrics::get(counter);
+    let (pid, _) = cache.allocate(vec![0; 10]).expect("allocate");
+    for n in 1..=5u8 {
+        let page = cache.get(pid).expect("get").expect("live");
+        cache
+            .link(pid, page.version, vec![n; 10])
+            .expect("io")
+            .expect("fresh");
+        assert_eq!(
+            cache.stats().resident_bytes,
+            common::charged_bytes(10 * (1 + n as usize)),
+            "one value of the merged length after {n} links"
+        );
+    }
+
+    // Once durable, the next read's eviction pass drops the merged value.
+    cache.flush().expect("flush");
+    let evicted_before = counter(&cache.metrics().n_fragments_evicted);
+    let page = cache.get(pid).expect("get").expect("live");
+    assert_eq!(cache.stats().resident_bytes, 0, "evicted once durable");
+    assert_eq!(
+        counter(&cache.metrics().n_fragments_evicted),
+        evicted_before + 1
+    );
+
+    // Two links to the evicted page keep just their deltas (not durable, so not evictable).
+    let written = cache
+        .link(pid, page.version, vec![6; 10])
+        .expect("io")
+        .expect("fresh");
+    cache
+        .link(pid, written.version, vec![7; 10])
+        .expect("io")
+        .expect("fresh");
+    assert_eq!(cache.stats().resident_bytes, 2 * common::charged_bytes(10));
+
+    // A get reads back the base and the five deltas, merges the two resident ones after
+    // them, and keeps the merged value (still not durable as a whole).
+    let paged_in_before = counter(&cache.metrics().n_fragments_paged_in);
+    let page = cache.get(pid).expect("get").expect("live");
+    let expected: Vec<u8> = (0..=7u8).flat_map(|n| [n; 10]).collect();
+    assert_eq!(page.value, expected);
+    assert_eq!(
+        counter(&cache.metrics().n_fragments_paged_in),
+        paged_in_before + 6
+    );
+    assert_eq!(cache.stats().resident_bytes, common::charged_bytes(80));
+}
