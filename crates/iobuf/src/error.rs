@@ -15,7 +15,8 @@ pub enum LogError {
     /// The configuration was refused.
     #[error("invalid log configuration: {0}")]
     Config(#[from] ConfigError),
-    /// A storage call failed. The log is poisoned from then on (see [`LogError::Poisoned`]).
+    /// A storage call failed. A failed write or sync poisons the log from then on (see
+    /// [`LogError::Poisoned`]); a failed read is reported to its caller only.
     #[error("io error while {op}: {source}")]
     Io {
         /// What the log was doing.

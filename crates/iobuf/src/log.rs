@@ -52,6 +52,26 @@ impl Location {
     }
 }
 
+/// What a failed positional read of the data file means. Reading past the end of the file
+/// is a location with nothing there (`NoMessage`, built by `missing`); any other failure
+/// (EIO, say) is the device's, and is reported as [`LogError::Io`] so that a caller does
+/// not take a failing disk for damaged data. A failed read does not poison the log: it
+/// acknowledged nothing, and writes do not depend on it.
+///
+/// Fix: every read failure used to be `NoMessage`, which the page cache reports as
+/// corruption of the page.
+fn read_error(
+    op: &'static str,
+    error: std::io::Error,
+    missing: impl FnOnce(String) -> LogError,
+) -> LogError {
+    if error.kind() == std::io::ErrorKind::UnexpectedEof {
+        missing(format!("the file ends before it ({error})"))
+    } else {
+        LogError::io(op, error)
+    }
+}
+
 /// A log of messages over a ring of IO buffers. Share it between threads by reference (all
 /// methods take `&self`).
 ///
@@ -352,7 +372,7 @@ impl Log {
             self.ring
                 .data_file
                 .read_exact_at(frame_bytes, location.file_offset)
-                .map_err(|error| missing(format!("cannot read the frame: {error}")))?;
+                .map_err(|error| read_error("reading a frame", error, missing))?;
             let frame = self.verify_frame(frame_bytes, location)?;
             match (frame.kind, location.stored) {
                 (FrameKind::Data, Stored::Inline) => Ok(f(MessageBytes::Borrowed(frame.body))),
@@ -428,7 +448,7 @@ impl Log {
         self.ring
             .data_file
             .read_exact_at(&mut header_bytes, segment_start)
-            .map_err(|error| missing(format!("cannot read the segment header: {error}")))?;
+            .map_err(|error| read_error("reading a segment header", error, missing))?;
         let header = format::SegmentHeader::decode(&header_bytes)
             .map_err(|error| missing(format!("no valid segment header ({error})")))?;
         if header.base_lsn != geometry.segment_base_lsn(location.lsn) {

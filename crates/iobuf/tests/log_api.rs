@@ -531,3 +531,24 @@ fn a_read_after_its_segment_was_reused_is_no_message_even_with_the_salt_remember
         assert_eq!(&log.read(*location).unwrap(), bytes);
     }
 }
+
+/// A read that the device fails is an IO error carrying the errno, not "no message there"
+/// (which the page cache reports as corruption), and it does not poison the log: the same
+/// read succeeds once the device answers again, and writes go on.
+#[test]
+fn a_failed_read_is_an_io_error_and_does_not_poison_the_log() {
+    let (storage, log) = new_log();
+    let location = log.write(b"a message on disk").unwrap();
+    log.flush().unwrap();
+    assert_eq!(log.read(location).unwrap(), b"a message on disk");
+    // The salt is remembered now, so the read is one call: the frame's pread.
+    storage.fail_call(storage.n_calls(), FaultKind::Eio);
+    let error = log.read(location).expect_err("the device failed the read");
+    assert!(matches!(error, LogError::Io { .. }), "{error:?}");
+    assert_eq!(error.raw_os_error(), Some(FaultKind::Eio.raw_os_error()));
+    assert_eq!(log.read(location).unwrap(), b"a message on disk");
+    let later = log.write(b"after").unwrap();
+    log.make_stable(later.lsn).unwrap();
+    assert_eq!(log.read(later).unwrap(), b"after");
+    log.close().unwrap();
+}
