@@ -469,8 +469,6 @@ impl<M: Materializer> Drop for PageCache<M> {
     }
 }
 
-/// Takes a fragment back out of its `Arc` (the cache held no other reference to it when a
-/// write was refused, so this does not clone in practice).
 /// A record's bytes: its header and the encoded fragment.
 fn encode_body<M: Materializer>(
     inner: &Inner<M>,
@@ -574,9 +572,8 @@ impl<M: Materializer> Inner<M> {
                 }
             };
             // What the new entry keeps in memory, and for a consolidation the merged base
-            // that is written instead of the delta.
-            let mut consolidated_body = None;
-            let state = match kind {
+            // written instead of the delta.
+            let (resident, consolidated_body) = match kind {
                 RecordKind::Delta => {
                     let delta = fragment.as_ref().expect("a delta has a fragment");
                     let consolidate =
@@ -600,9 +597,11 @@ impl<M: Materializer> Inner<M> {
                     };
                     match merged {
                         Some(value) => {
+                            let base = consolidate
+                                .then(|| encode_body(self, RecordKind::Base, pid, &value));
                             let size_bytes = self.materializer.size_in_bytes(&value) as u64;
                             let resident = Resident::Merged(Charged { value, size_bytes });
-                            (consolidate, resident)
+                            (resident, base)
                         }
                         None => {
                             let mut fragments = match old.resident() {
@@ -613,7 +612,7 @@ impl<M: Materializer> Inner<M> {
                                 value: Arc::new(delta.clone()),
                                 size_bytes: new_size,
                             }));
-                            (false, Resident::Fragments(fragments))
+                            (Resident::Fragments(fragments), None)
                         }
                     }
                 }
@@ -623,17 +622,13 @@ impl<M: Materializer> Inner<M> {
                         value,
                         size_bytes: new_size,
                     };
-                    (true, Resident::Merged(merged))
+                    (Resident::Merged(merged), None)
                 }
-                _ => (true, Resident::Nothing),
+                _ => (Resident::Nothing, None),
             };
-            let (replaces_chain, resident) = state;
-            if kind == RecordKind::Delta
-                && replaces_chain
-                && let Resident::Merged(merged) = &resident
-            {
-                consolidated_body = Some(encode_body(self, RecordKind::Base, pid, &merged.value));
-            }
+            // Only a delta that is not consolidated extends the chain; every other record
+            // starts it over.
+            let replaces_chain = kind != RecordKind::Delta || consolidated_body.is_some();
             let record_bytes = consolidated_body.as_ref().unwrap_or(&body);
             let mut reservation = self.log.reserve(record_bytes.len())?;
             reservation.buffer_mut().copy_from_slice(record_bytes);
@@ -688,6 +683,7 @@ impl<M: Materializer> Inner<M> {
             }
         }
     }
+
     /// Work a write takes on after it is done: its share of cleaning, and eviction when the
     /// cache is over budget. The write itself is complete and acknowledged by then, so a
     /// cleaning failure does not fail it (its caller might retry and write twice): the error
@@ -737,7 +733,7 @@ impl<M: Materializer> Inner<M> {
                     value: merged.clone(),
                 };
                 drop(guard);
-                // Fragments written over the budget become evictable once durable (the
+                // Values written over the budget become evictable once durable (the
                 // background flusher may make them so): a read-only phase must shrink the
                 // cache too. One relaxed load when under budget.
                 self.maybe_evict();
@@ -757,10 +753,7 @@ impl<M: Materializer> Inner<M> {
                 self.metrics.n_cache_hits.add(1);
             }
             let size_bytes = self.materializer.size_in_bytes(&value) as u64;
-            let page = Page {
-                version: Version(entry.version),
-                value: value.clone(),
-            };
+            let version = Version(entry.version);
             // Fix (found by tests/cache_pressure.rs, two readers): a reader used to keep what
             // it read even while another thread held the eviction hand, and return; during
             // one pass of the hand (up to two sweeps of the table) the other readers kept
@@ -775,9 +768,13 @@ impl<M: Materializer> Inner<M> {
             {
                 match self.clock_hand.try_lock() {
                     Ok(held) => hand = Some(held),
-                    Err(_) => return Ok(Some(page)),
+                    Err(_) => return Ok(Some(Page { version, value })),
                 }
             }
+            let page = Page {
+                version,
+                value: value.clone(),
+            };
             let resident = Entry::new(
                 entry.version,
                 PageState::Live(
@@ -914,7 +911,8 @@ impl<M: Materializer> Inner<M> {
     /// the hand walks a ring of the pages that became resident (one `u64` per resident page,
     /// pushed only when a page goes from no resident fragment to some), so a pass visits
     /// resident pages only, however small the budget is next to the data.
-    /// Fragments not yet durable are skipped: reading them back could need a write.
+    /// Values not yet durable are skipped: reading them back could need a write (a merged
+    /// value counts as not durable until every record of its chain is).
     pub(crate) fn maybe_evict(&self) {
         let budget = self.config.cache_budget_bytes as i64;
         if self.resident_bytes.load(Ordering::Relaxed) <= budget {

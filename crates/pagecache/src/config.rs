@@ -174,8 +174,8 @@ impl ConfigBuilder {
         self
     }
 
-    /// Bytes of resident fragments the cache keeps at most. Zero keeps nothing resident
-    /// beyond fragments not yet durable. Default 256 MiB.
+    /// Bytes of resident values the cache keeps at most. Zero keeps nothing resident beyond
+    /// the pages whose latest writes are not durable yet. Default 256 MiB.
     pub fn cache_budget_bytes(mut self, cache_budget_bytes: u64) -> Self {
         self.cache_budget_bytes = cache_budget_bytes;
         self

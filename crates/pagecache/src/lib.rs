@@ -81,7 +81,9 @@
 //! * **Cache.** Resident values are charged (`Materializer::size_in_bytes`) against
 //!   `cache_budget_bytes`. A CLOCK hand walks the page table when the budget is exceeded; a
 //!   hit only sets a bit in the entry (no lock, no list). Resident bytes stay within the budget
-//!   plus fragments not yet durable plus what concurrent readers page in at once.
+//!   plus the values of pages written since the last sync (a page written to keeps its whole
+//!   merged value until the write is durable, not just the delta) plus what concurrent
+//!   readers page in at once.
 //! * **Cleaning.** Each write examines a bounded number of records of the oldest segment and
 //!   rewrites (as one merged base at the tip) every page that still uses one; once the whole
 //!   segment is examined it is released, and the log reuses it when the release is durable.

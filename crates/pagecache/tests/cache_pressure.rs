@@ -2,9 +2,10 @@
 //! written, flushed, read back again and again (by one reader, then by two at once), then
 //! rewritten. Resident bytes must stay within the budget plus a stated overhead:
 //!
-//! * fragments not yet durable (only durable fragments can be evicted): the user's writes
-//!   since the last flush, and the pages the cleaner relocated since then (each relocated
-//!   page is one merged base of at most one page's size);
+//! * values not yet durable (only durable values can be evicted): the pages the user wrote
+//!   since the last flush (each keeps its whole merged value until the write is durable),
+//!   and the pages the cleaner relocated since then (each one merged base of at most one
+//!   page's size);
 //! * at most one page per concurrent reader (a reader pages in, then runs the eviction
 //!   hand; another reader's page-in may land just after the hand stopped).
 //!
