@@ -12,7 +12,7 @@ use iobuf::{Location, Log, LogMetrics, Lsn, PageId};
 use recovery::SnapshotStore;
 
 use crate::config::Config;
-use crate::entry::{Charged, Entry, PageState, Resident, Version, entry_ref, retire};
+use crate::entry::{Charged, Entry, PageState, Resident, Version, entry_ref, park, retire};
 use crate::error::{Error, Result};
 use crate::materializer::Materializer;
 use crate::metrics::Metrics;
@@ -29,6 +29,40 @@ pub struct Page<F> {
     pub version: Version,
     /// The chain merged by the materializer.
     pub value: F,
+}
+
+/// A page's merged value borrowed from the cache, and the version it was read at: what
+/// [`PageCache::get_pinned`] returns. It lives as long as the [`Pinned`] it was read under.
+#[derive(Debug, PartialEq, Eq)]
+pub struct PageRef<'g, F> {
+    /// Pass this to the next write of the page.
+    pub version: Version,
+    /// The chain merged by the materializer.
+    pub value: &'g F,
+}
+
+// Derived `Clone`/`Copy` would require `F: Clone`/`F: Copy`; a borrow is copyable anyway.
+impl<F> Clone for PageRef<'_, F> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<F> Copy for PageRef<'_, F> {}
+
+/// A pinned epoch of the page cache's memory reclamation: while it lives, nothing a
+/// [`PageCache::get_pinned`] under it returned is freed. Values replaced or evicted meanwhile
+/// are freed once it (and every other pin taken before) is dropped, so hold it for the span
+/// of one traversal, not longer: a pin kept for seconds keeps the garbage of those seconds.
+/// It cannot leave its thread.
+pub struct Pinned {
+    guard: Guard,
+}
+
+impl std::fmt::Debug for Pinned {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pinned").finish_non_exhaustive()
+    }
 }
 
 /// A successful write.
@@ -303,7 +337,55 @@ impl<M: Materializer> PageCache<M> {
     /// never writes to the log and never waits for a write.
     pub fn get(&self, pid: PageId) -> Result<Option<Page<M::Fragment>>> {
         self.inner.check_open()?;
-        self.inner.get(pid)
+        let guard = epoch::pin();
+        let page = self.inner.get_in(pid, &guard)?;
+        Ok(page.map(|page| Page {
+            version: page.version,
+            value: page.value.clone(),
+        }))
+    }
+
+    /// Pins the epoch for [`get_pinned`](Self::get_pinned) reads.
+    pub fn pin(&self) -> Pinned {
+        Pinned {
+            guard: epoch::pin(),
+        }
+    }
+
+    /// Like [`get`](Self::get), without the clone: the merged value is borrowed for as long as
+    /// `pinned` lives. This is the read a tree traversal wants: a pin per traversal, and every
+    /// page on the way read in place, however many threads read the same page.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use iobuf::storage::SimStorage;
+    /// # use pagecache::{Config, DecodeError, Materializer, PageCache};
+    /// # struct Bytes;
+    /// # impl Materializer for Bytes {
+    /// #     type Fragment = Vec<u8>;
+    /// #     fn encode(&self, fragment: &Vec<u8>, out: &mut Vec<u8>) { out.extend_from_slice(fragment) }
+    /// #     fn decode(&self, bytes: &[u8]) -> Result<Vec<u8>, DecodeError> { Ok(bytes.to_vec()) }
+    /// #     fn merge(&self, chain: &[&Vec<u8>]) -> Vec<u8> { chain.iter().flat_map(|f| f.iter().copied()).collect() }
+    /// #     fn size_in_bytes(&self, fragment: &Vec<u8>) -> usize { fragment.len() }
+    /// # }
+    /// # let config = Config::builder().build()?;
+    /// # let (cache, _) = PageCache::open(Arc::new(SimStorage::new()), config, Bytes)?;
+    /// let (pid, _) = cache.allocate(b"hello".to_vec())?;
+    /// let pinned = cache.pin();
+    /// let page = cache.get_pinned(pid, &pinned)?.expect("allocated");
+    /// assert_eq!(page.value.as_slice(), b"hello");
+    /// // The version read in place serves a write as well as a cloned one.
+    /// cache.link(pid, page.version, b", world".to_vec())?.expect("nobody else writes");
+    /// drop(pinned);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn get_pinned<'g>(
+        &self,
+        pid: PageId,
+        pinned: &'g Pinned,
+    ) -> Result<Option<PageRef<'g, M::Fragment>>> {
+        self.inner.check_open()?;
+        self.inner.get_in(pid, &pinned.guard)
     }
 
     /// Makes every write up to `lsn` durable (one group-committed sync).
@@ -714,11 +796,20 @@ impl<M: Materializer> Inner<M> {
         Some(pid)
     }
 
-    pub(crate) fn get(&self, pid: PageId) -> Result<Option<Page<M::Fragment>>> {
+    /// The page's version and merged value, borrowed for as long as `guard` stays pinned.
+    ///
+    /// A resident value is borrowed from the page's entry (an entry replaced meanwhile is
+    /// freed only after every guard pinned before is dropped). A value paged in is kept in a
+    /// new entry when the budget allows and borrowed from it; when it may not be kept, it is
+    /// handed to the epoch to free (`park`), so the borrow is the same either way.
+    pub(crate) fn get_in<'g>(
+        &self,
+        pid: PageId,
+        guard: &'g Guard,
+    ) -> Result<Option<PageRef<'g, M::Fragment>>> {
         self.metrics.n_gets.add(1);
         loop {
-            let guard = epoch::pin();
-            let current = self.table.load(pid.0, &guard);
+            let current = self.table.load(pid.0, guard);
             let Some(entry) = entry_ref(current) else {
                 return Ok(None);
             };
@@ -726,23 +817,19 @@ impl<M: Materializer> Inner<M> {
                 return Ok(None);
             }
             entry.touch();
-            if let Some(merged) = entry.merged() {
+            let version = Version(entry.version);
+            if let Some(value) = entry.merged() {
                 self.metrics.n_cache_hits.add(1);
-                let page = Page {
-                    version: Version(entry.version),
-                    value: merged.clone(),
-                };
-                drop(guard);
                 // Values written over the budget become evictable once durable (the
                 // background flusher may make them so): a read-only phase must shrink the
                 // cache too. One relaxed load when under budget.
                 self.maybe_evict();
-                return Ok(Some(page));
+                return Ok(Some(PageRef { version, value }));
             }
             // Some or all fragments are on disk (or resident one by one): read the rest,
             // merge, and keep the merged value if the page did not change meanwhile.
             let started = Instant::now();
-            let Some((values, n_read)) = self.read_chain(pid, current, entry, &guard)? else {
+            let Some((values, n_read)) = self.read_chain(pid, current, entry, guard)? else {
                 continue;
             };
             let value = self.merge_values(&values);
@@ -753,7 +840,6 @@ impl<M: Materializer> Inner<M> {
                 self.metrics.n_cache_hits.add(1);
             }
             let size_bytes = self.materializer.size_in_bytes(&value) as u64;
-            let version = Version(entry.version);
             // Fix (found by tests/cache_pressure.rs, two readers): a reader used to keep what
             // it read even while another thread held the eviction hand, and return; during
             // one pass of the hand (up to two sweeps of the table) the other readers kept
@@ -768,13 +854,12 @@ impl<M: Materializer> Inner<M> {
             {
                 match self.clock_hand.try_lock() {
                     Ok(held) => hand = Some(held),
-                    Err(_) => return Ok(Some(Page { version, value })),
+                    Err(_) => {
+                        let value = park(value, guard);
+                        return Ok(Some(PageRef { version, value }));
+                    }
                 }
             }
-            let page = Page {
-                version,
-                value: value.clone(),
-            };
             let resident = Entry::new(
                 entry.version,
                 PageState::Live(
@@ -782,24 +867,28 @@ impl<M: Materializer> Inner<M> {
                     Resident::Merged(Charged { value, size_bytes }),
                 ),
             );
-            if self
-                .table
-                .cas(pid.0, current, Owned::new(resident), &guard)
-                .is_ok()
-            {
-                let was_resident = entry.resident_bytes() > 0;
-                retire(&guard, current);
-                self.account(added_bytes, 0);
-                if !was_resident {
-                    self.became_resident(pid.0);
+            let value = match self.table.cas(pid.0, current, Owned::new(resident), guard) {
+                Ok(installed) => {
+                    let was_resident = entry.resident_bytes() > 0;
+                    retire(guard, current);
+                    self.account(added_bytes, 0);
+                    if !was_resident {
+                        self.became_resident(pid.0);
+                    }
+                    entry_ref(installed)
+                        .and_then(Entry::merged)
+                        .expect("the entry just installed holds the merged value")
                 }
-            }
-            drop(guard);
+                Err((_, lost)) => {
+                    let value = lost.into_box().into_merged().expect("built with a value");
+                    park(value, guard)
+                }
+            };
             match hand {
                 Some(_hand) => self.evict_pass(budget),
                 None => self.maybe_evict(),
             }
-            return Ok(Some(page));
+            return Ok(Some(PageRef { version, value }));
         }
     }
 

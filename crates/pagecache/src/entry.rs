@@ -28,7 +28,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crossbeam_epoch::{Guard, Shared};
+use crossbeam_epoch::{Guard, Owned, Shared};
 use iobuf::{Location, Lsn};
 
 /// A page's version: what [`crate::PageCache::link`], [`crate::PageCache::replace`] and
@@ -226,6 +226,22 @@ pub(crate) fn retire<F>(guard: &Guard, unlinked: Shared<'_, Entry<F>>) {
     // unlinked pointer is retired exactly once: only the thread whose CAS unlinked it calls
     // this.
     unsafe { guard.defer_destroy(unlinked) };
+}
+
+/// Hands `value` to the epoch and borrows it for as long as `guard` stays pinned: a value a
+/// read may not keep in the table (the budget is full and another thread holds the eviction
+/// hand) is returned the same way as a resident one.
+pub(crate) fn park<F: Send + 'static>(value: F, guard: &Guard) -> &F {
+    let parked = Owned::new(value).into_shared(guard);
+    // SAFETY: `parked` was just allocated and is reachable from nowhere else, so it is
+    // destroyed exactly once, by this deferral. `defer_destroy` runs only after every guard
+    // pinned now is dropped, `guard` among them (every guard the crate pins is a real pin,
+    // never `epoch::unprotected`), so the value outlives the returned borrow. `F: Send` because the
+    // deferred drop may run on another thread.
+    unsafe {
+        guard.defer_destroy(parked);
+        parked.deref()
+    }
 }
 
 #[cfg(test)]

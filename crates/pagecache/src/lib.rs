@@ -74,10 +74,12 @@
 //!   one value whatever the chain's length, and consolidation and cleaning find the value
 //!   ready. A `link` over an evicted page keeps just its delta, until a read pages in the
 //!   rest.
-//! * **Reads.** [`PageCache::get`] of a resident page clones its merged value; otherwise it
-//!   reads the missing fragments back with positional reads (`Log::read_with`), merges, and
-//!   keeps the merged value if the page did not change meanwhile. A read never writes to the
-//!   log and never waits for a write: only values already durable are evicted.
+//! * **Reads.** [`PageCache::get_pinned`] borrows a resident page's merged value for as long
+//!   as a [`Pinned`] epoch lives (a tree traversal pins once and reads every page on its way
+//!   in place); [`PageCache::get`] clones it. A page not resident has its missing fragments
+//!   read back with positional reads (`Log::read_with`) and merged, and the merged value is
+//!   kept if the page did not change meanwhile. A read never writes to the log and never
+//!   waits for a write: only values already durable are evicted.
 //! * **Cache.** Resident values are charged (`Materializer::size_in_bytes`) against
 //!   `cache_budget_bytes`. A CLOCK hand walks the page table when the budget is exceeded; a
 //!   hit only sets a bit in the entry (no lock, no list). Resident bytes stay within the budget
@@ -143,7 +145,7 @@ mod record;
 mod snapshot;
 mod table;
 
-pub use cache::{MAX_ROOT_NAME_LEN_BYTES, Page, PageCache, Stale, Stats, Written};
+pub use cache::{MAX_ROOT_NAME_LEN_BYTES, Page, PageCache, PageRef, Pinned, Stale, Stats, Written};
 pub use config::{Config, ConfigBuilder, ConfigError};
 pub use entry::Version;
 pub use error::{Error, Result};

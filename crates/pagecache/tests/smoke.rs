@@ -182,3 +182,62 @@ fn a_resident_page_holds_one_merged_value() {
     );
     assert_eq!(cache.stats().resident_bytes, common::charged_bytes(80));
 }
+
+#[test]
+fn a_pinned_read_stays_valid_while_its_page_is_evicted_rewritten_and_freed() {
+    // A budget of one byte and nothing durable until `flush`: every read of a durable page
+    // pages it in and the next eviction pass drops it again.
+    let config = Config::builder()
+        .segment_len_bytes(64 << 10)
+        .io_buf_len_bytes(4096)
+        .blob_threshold_bytes(1024)
+        .flush_every(None)
+        .cache_budget_bytes(1)
+        .background_snapshots(false)
+        .build()
+        .expect("valid");
+    let (cache, _) = PageCache::open(Arc::new(SimStorage::new()), config, Concat).expect("open");
+    let value_of = |n: u64| vec![n as u8; 40];
+    let pids: Vec<PageId> = (0..32)
+        .map(|n| cache.allocate(value_of(n)).expect("allocate").0)
+        .collect();
+    cache.flush().expect("flush");
+
+    let pinned = cache.pin();
+    let first = cache
+        .get_pinned(pids[0], &pinned)
+        .expect("get")
+        .expect("live");
+    assert_eq!(first.value, &value_of(0));
+    // Every other read pages in and evicts; the first page is rewritten, evicted and freed.
+    let mut others = Vec::new();
+    for (n, pid) in pids.iter().enumerate().skip(1) {
+        let page = cache.get_pinned(*pid, &pinned).expect("get").expect("live");
+        assert_eq!(page.value, &value_of(n as u64));
+        others.push(page);
+    }
+    let written = cache
+        .replace(pids[0], first.version, vec![0xee; 40])
+        .expect("io")
+        .expect("fresh");
+    cache.flush().expect("flush");
+    cache.get(pids[1]).expect("get");
+    cache
+        .free(pids[0], written.version)
+        .expect("io")
+        .expect("fresh");
+    cache.flush().expect("flush");
+    assert!(cache.get(pids[0]).expect("get").is_none(), "freed");
+    assert!(
+        pagecache::Metrics::get(&cache.metrics().n_fragments_evicted) > 0,
+        "the reads evicted"
+    );
+
+    // Everything read under the pin is still what it was when read.
+    assert_eq!(first.value, &value_of(0));
+    for (n, page) in others.iter().enumerate() {
+        assert_eq!(page.value, &value_of(n as u64 + 1));
+    }
+    drop(pinned);
+    cache.close().expect("close");
+}
