@@ -60,6 +60,23 @@ fn messages_read_back_exactly_across_buffer_and_segment_rolls() {
 }
 
 #[test]
+fn next_with_lends_each_message_that_next_would_copy() {
+    let (_storage, log) = new_log();
+    let written: Vec<(Location, Vec<u8>)> = (0..300)
+        .map(|i| (log.write(&message(i)).unwrap(), message(i)))
+        .collect();
+    log.flush().unwrap();
+    let mut iter = log.iter_from(Lsn(0)).unwrap();
+    let mut lent = Vec::new();
+    while let Some(item) = iter.next_with(|location, bytes| (location, bytes.to_vec())) {
+        lent.push(item.unwrap());
+    }
+    assert_eq!(lent, written, "inline messages and blobs alike");
+    assert!(written.iter().any(|(l, _)| l.stored == Stored::Blob));
+    assert!(iter.next_with(|_, _| ()).is_none(), "stays at the end");
+}
+
+#[test]
 fn iter_from_starts_at_the_first_message_at_or_after_the_lsn() {
     let (_storage, log) = new_log();
     let locations: Vec<Location> = (0..100).map(|i| log.write(&message(i)).unwrap()).collect();

@@ -11,7 +11,7 @@ use iobuf::storage::{FsStorage, Storage};
 use iobuf::{Location, Lsn};
 use recovery::{OpenOptions, RecoveryError, RecoveryReport, SnapshotInfo, SnapshotStore};
 
-use crate::cache::{CleanerState, Inner, MetaState, PageCache};
+use crate::cache::{CleanerState, Inner, MetaState, PageCache, run_cleaner};
 use crate::config::Config;
 use crate::entry::{Entry, PageState, Resident};
 use crate::error::{Error, Result};
@@ -241,6 +241,7 @@ impl<M: Materializer> PageCache<M> {
         let id_high_water = meta.id_high_water;
         let n_free_ids = free_ids.len();
         let background_snapshots = config.background_snapshots;
+        let background_cleaning = config.background_cleaning;
         let inner = Arc::new(Inner {
             materializer,
             log,
@@ -270,17 +271,28 @@ impl<M: Materializer> PageCache<M> {
             background_error: Mutex::new(None),
             config,
         });
-        let background = if background_snapshots {
-            let for_thread = Arc::clone(&inner);
-            Some(
-                std::thread::Builder::new()
-                    .name("pagecache-snapshot".to_string())
-                    .spawn(move || run_background(for_thread))
-                    .map_err(|error| Error::io("starting the snapshot thread", error))?,
-            )
-        } else {
-            None
+        // Built before the threads start: if one cannot start, dropping the page cache stops
+        // and joins those already running.
+        let mut cache = PageCache {
+            inner,
+            background: Vec::new(),
         };
+        if background_snapshots {
+            let for_thread = Arc::clone(&cache.inner);
+            let handle = std::thread::Builder::new()
+                .name("pagecache-snapshot".to_string())
+                .spawn(move || run_background(for_thread))
+                .map_err(|error| Error::io("starting the snapshot thread", error))?;
+            cache.background.push(("snapshot", handle));
+        }
+        if background_cleaning {
+            let for_thread = Arc::clone(&cache.inner);
+            let handle = std::thread::Builder::new()
+                .name("pagecache-cleaner".to_string())
+                .spawn(move || run_cleaner(for_thread))
+                .map_err(|error| Error::io("starting the cleaner thread", error))?;
+            cache.background.push(("cleaner", handle));
+        }
         let report = OpenReport {
             log: log_report,
             snapshot: snapshot_info,
@@ -291,7 +303,7 @@ impl<M: Materializer> PageCache<M> {
             n_pages_dropped_as_freed,
             elapsed: started.elapsed(),
         };
-        Ok((PageCache { inner, background }, report))
+        Ok((cache, report))
     }
 }
 
