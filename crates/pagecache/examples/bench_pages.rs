@@ -796,14 +796,12 @@ fn mixed_workload(dir: &Path, n_threads: u64, duration: Duration) -> BenchResult
     let stats = cache.stats();
     println!(
         "    cache hit ratio {:.3}, consolidations {}, relocations {}, segments cleaned {} \
-         (records examined: {} by the cleaner thread, {} by writes), resident {} MiB, \
-         live {} MiB, log span {} MiB",
+         ({} records examined), resident {} MiB, live {} MiB, log span {} MiB",
         metrics.cache_hit_ratio(),
         Metrics::get(&metrics.n_consolidations),
         Metrics::get(&metrics.n_relocations),
         Metrics::get(&metrics.n_segments_cleaned),
-        Metrics::get(&metrics.n_records_cleaned_in_background),
-        Metrics::get(&metrics.n_records_cleaned_by_writes),
+        Metrics::get(&metrics.n_records_examined),
         stats.resident_bytes / MIB,
         stats.live_bytes / MIB,
         stats.log_span_bytes / MIB,

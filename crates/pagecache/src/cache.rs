@@ -133,7 +133,7 @@ pub(crate) struct MetaState {
     pub(crate) frame_len_bytes: u64,
 }
 
-/// Everything the page cache and its background threads share.
+/// Everything the page cache and its background thread share.
 pub(crate) struct Inner<M: Materializer> {
     pub(crate) config: Config,
     pub(crate) materializer: M,
@@ -170,9 +170,9 @@ pub(crate) struct Inner<M: Materializer> {
     pub(crate) snapshot_state: Mutex<Lsn>,
     pub(crate) metrics: Metrics,
     pub(crate) closed: AtomicBool,
-    /// Set to stop the background threads; the condvar wakes them.
+    /// Set to stop the background thread; the condvar wakes it.
     pub(crate) shutdown: (Mutex<bool>, Condvar),
-    /// The last error of a background thread (snapshots, cleaning).
+    /// The last error of the background snapshot thread.
     pub(crate) background_error: Mutex<Option<Error>>,
 }
 
@@ -188,7 +188,7 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Share it between threads by reference or in an `Arc`: every method takes `&self`.
 pub struct PageCache<M: Materializer> {
     pub(crate) inner: Arc<Inner<M>>,
-    /// The background threads (snapshots, cleaning), by name.
+    /// The background threads, by name (today the snapshot thread, when configured).
     pub(crate) background: Vec<(&'static str, JoinHandle<()>)>,
 }
 
@@ -514,14 +514,13 @@ impl<M: Materializer> PageCache<M> {
         &self.inner.config
     }
 
-    /// The last error of a background thread (snapshots, cleaning), if any. The thread that
-    /// failed has stopped; writes take on the cleaning, and [`snapshot`](Self::snapshot)
-    /// still works (a full disk may have been freed meanwhile).
+    /// The last error of the background snapshot thread, if any. The thread has stopped;
+    /// [`snapshot`](Self::snapshot) still works (a full disk may have been freed meanwhile).
     pub fn background_error(&self) -> Option<Error> {
         lock(&self.inner.background_error).clone()
     }
 
-    /// Stops the background threads, makes everything durable and releases the directory.
+    /// Stops the background thread, makes everything durable and releases the directory.
     pub fn close(mut self) -> Result<()> {
         self.shut_down()
     }
@@ -1208,10 +1207,9 @@ impl<M: Materializer> Inner<M> {
         self.log.tip().0.saturating_sub(cursor.0) > self.allowed_span_bytes()
     }
 
-    /// How far past the target the span may run while another thread (the background
-    /// cleaner) holds the cleaning lock before writes wait for it: a quarter segment, small
-    /// next to the target's margin and large enough that the background cleaner, not the
-    /// writes, does the work when it keeps up.
+    /// How far past the target the span may run while another write holds the cleaning
+    /// lock before writes wait for it: a quarter segment, small next to the target's margin,
+    /// and large enough that most writes skip the lock rather than queue on it.
     fn cleaning_slack_bytes(&self) -> u64 {
         self.log.config().segment_len_bytes() / 4
     }
@@ -1247,11 +1245,10 @@ impl<M: Materializer> Inner<M> {
     /// amplification: under uniform overwrites at a span of 1.3x live, about 2.1 bytes of
     /// records are written per byte of user records (`tests/space.rs` prints it).
     ///
-    /// With the background cleaner on, the lock is mostly the cleaner thread's while there is
-    /// cleaning to do, so writes take a share only while it sleeps (it reacts within a tick).
-    /// Backpressure: once the span runs past the target by [`Self::cleaning_slack_bytes`],
-    /// a write whose share is blocked by another cleaner waits for the lock instead of
-    /// going on, so writes can never outrun the cleaning (and the file the space target).
+    /// Backpressure: a write whose share is blocked by another write cleaning goes on, unless
+    /// the span has run past the target by [`Self::cleaning_slack_bytes`]; then it waits for
+    /// the cleaning lock and does its share, so many writers cannot outrun the one cleaning
+    /// (and the file the space target).
     fn maybe_clean(&self) -> Result<()> {
         let span = self
             .log
@@ -1270,10 +1267,7 @@ impl<M: Materializer> Inner<M> {
         let started = Instant::now();
         let n_examined = self.clean_some(&mut state, self.config.clean_records_per_write)?;
         self.metrics.cleaning_latency.record(started.elapsed());
-        Metrics::bump(
-            &self.metrics.n_records_cleaned_by_writes,
-            u64::from(n_examined),
-        );
+        Metrics::bump(&self.metrics.n_records_examined, u64::from(n_examined));
         Ok(())
     }
 
@@ -1343,25 +1337,6 @@ impl<M: Materializer> Inner<M> {
             Metrics::bump(&self.metrics.n_segments_cleaned, 1);
         }
         Ok(budget - n_left)
-    }
-
-    /// One round of the background cleaner: cleans in batches while cleaning is wanted.
-    /// Returns whether it did anything (when not, the thread sleeps a tick).
-    pub(crate) fn clean_in_background(&self) -> Result<bool> {
-        /// Records examined per hold of the cleaner lock: a write that must wait for the lock
-        /// (see [`Inner::maybe_clean`]) waits for at most this many.
-        const BATCH: u32 = 64;
-        if !self.cleaning_wanted(Lsn(self.clean_cursor.load(Ordering::Relaxed))) {
-            return Ok(false);
-        }
-        let started = Instant::now();
-        let n_examined = self.clean_some(&mut lock(&self.cleaner), BATCH)?;
-        self.metrics.cleaning_latency.record(started.elapsed());
-        Metrics::bump(
-            &self.metrics.n_records_cleaned_in_background,
-            u64::from(n_examined),
-        );
-        Ok(n_examined > 0)
     }
 
     /// Rewrites `pid` as one merged base at the tip if its chain still uses the record at
@@ -1455,33 +1430,6 @@ impl<M: Materializer> Inner<M> {
             file_len_bytes: n_segments * geometry.segment_len_bytes(),
             page_table_bytes: self.table.node_bytes() as u64,
             page_id_high_water: self.next_pid.load(Ordering::Relaxed),
-        }
-    }
-}
-
-/// The background cleaner: keeps the log's span at the space target, so writes find the
-/// cleaning done (they help only when they outpace it, see [`Inner::maybe_clean`]). It
-/// sleeps a tick whenever there is nothing to clean yet. An error is kept for
-/// [`PageCache::background_error`] and ends the thread; writes then clean on their own.
-pub(crate) fn run_cleaner<M: Materializer>(inner: Arc<Inner<M>>) {
-    /// How long the cleaner sleeps when there is nothing to clean: a write outpacing it for
-    /// that long runs the span at most a tick's worth of writes past the target.
-    const IDLE_TICK: Duration = Duration::from_millis(1);
-    loop {
-        if inner.closed.load(Ordering::Acquire) {
-            return;
-        }
-        match inner.clean_in_background() {
-            Ok(true) => {}
-            Ok(false) => {
-                if inner.sleep_unless_stopped(IDLE_TICK) {
-                    return;
-                }
-            }
-            Err(error) => {
-                *lock(&inner.background_error) = Some(error);
-                return;
-            }
         }
     }
 }

@@ -57,7 +57,6 @@ pub struct Config {
     pub(crate) space_amplification_target: f64,
     pub(crate) snapshot_every_bytes: u64,
     pub(crate) background_snapshots: bool,
-    pub(crate) background_cleaning: bool,
     pub(crate) id_persist_interval: u64,
     pub(crate) clean_records_per_write: u32,
 }
@@ -99,11 +98,6 @@ impl Config {
         self.background_snapshots
     }
 
-    /// Whether a background thread cleans.
-    pub fn background_cleaning(&self) -> bool {
-        self.background_cleaning
-    }
-
     /// How many ids the id generator persists ahead.
     pub fn id_persist_interval(&self) -> u64 {
         self.id_persist_interval
@@ -125,7 +119,6 @@ pub struct ConfigBuilder {
     space_amplification_target: f64,
     snapshot_every_bytes: u64,
     background_snapshots: bool,
-    background_cleaning: bool,
     id_persist_interval: u64,
     clean_records_per_write: u32,
 }
@@ -139,7 +132,6 @@ impl Default for ConfigBuilder {
             space_amplification_target: 1.3,
             snapshot_every_bytes: 32 << 20,
             background_snapshots: true,
-            background_cleaning: true,
             id_persist_interval: 1 << 20,
             clean_records_per_write: 16,
         }
@@ -221,17 +213,6 @@ impl ConfigBuilder {
         self
     }
 
-    /// Whether a background thread cleans (default `true`). It keeps the log's span at
-    /// [`space_amplification_target`](Self::space_amplification_target) times the live bytes
-    /// on a core of its own when one is free, and writes find the cleaning done: a write
-    /// takes its share ([`clean_records_per_write`](Self::clean_records_per_write)) only
-    /// when the span is past the target and the thread is not cleaning at that moment. Off,
-    /// writes do all the cleaning. Tests that want cleaning on their own thread turn it off.
-    pub fn background_cleaning(mut self, enabled: bool) -> Self {
-        self.background_cleaning = enabled;
-        self
-    }
-
     /// The id generator makes this many ids durable at a time (one sync per interval). Ids not
     /// handed out before a restart are skipped. Default 2^20.
     pub fn id_persist_interval(mut self, interval: u64) -> Self {
@@ -283,7 +264,6 @@ impl ConfigBuilder {
             space_amplification_target: target,
             snapshot_every_bytes: self.snapshot_every_bytes,
             background_snapshots: self.background_snapshots,
-            background_cleaning: self.background_cleaning,
             id_persist_interval: self.id_persist_interval,
             clean_records_per_write: self.clean_records_per_write,
         })

@@ -86,13 +86,13 @@
 //!   plus the values of pages written since the last sync (a page written to keeps its whole
 //!   merged value until the write is durable, not just the delta) plus what concurrent
 //!   readers page in at once.
-//! * **Cleaning.** The cleaner examines the records of the oldest segment and rewrites (as
-//!   one merged base at the tip) every page that still uses one; once the whole segment is
-//!   examined it is released, and the log reuses it when the release is durable. Cleaning
-//!   runs while the log spans more than `space_amplification_target` times the live bytes,
-//!   on a background thread (`background_cleaning`); a write takes a bounded share while
-//!   the thread sleeps, and waits for the cleaning lock once the span runs a quarter segment
-//!   past the target, so writes never outrun the cleaning. A released segment is reused once a later segment header recording the release
+//! * **Cleaning.** Each write examines a bounded number of records of the oldest segment and
+//!   rewrites (as one merged base at the tip) every page that still uses one; once the whole
+//!   segment is examined it is released, and the log reuses it when the release is durable.
+//!   Cleaning runs while the log spans more than `space_amplification_target` times the live
+//!   bytes. One write cleans at a time; the others go on, unless the span has run a quarter
+//!   segment past the target, when they wait for their share, so many writers cannot outrun
+//!   the cleaning. A released segment is reused once a later segment header recording the release
 //!   is durable (the log asks its flusher for a sync as soon as such a header starts), so the
 //!   file is that span plus a fixed part: the segment being written, the one being cleaned
 //!   and what was written since the last sync. With the default target (1.3) and 2 MiB

@@ -72,10 +72,8 @@ pub struct Metrics {
     pub n_relocations: AtomicU64,
     /// Bytes of records the cleaner wrote.
     pub relocated_bytes: AtomicU64,
-    /// Log records the cleaner examined on behalf of writes (each write's share).
-    pub n_records_cleaned_by_writes: AtomicU64,
-    /// Log records the background cleaner examined.
-    pub n_records_cleaned_in_background: AtomicU64,
+    /// Log records the cleaner examined (relocating the pages still using them).
+    pub n_records_examined: AtomicU64,
     /// Segments the cleaner emptied and released.
     pub n_segments_cleaned: AtomicU64,
     /// Snapshots written.
@@ -84,7 +82,7 @@ pub struct Metrics {
     pub page_in_latency: LatencyHistogram,
     /// Time of one pass of the eviction hand.
     pub eviction_latency: LatencyHistogram,
-    /// Time of one write's share of cleaning, or one batch of the background cleaner.
+    /// Time of one write's share of cleaning.
     pub cleaning_latency: LatencyHistogram,
     /// Time to take and write a snapshot.
     pub snapshot_latency: LatencyHistogram,

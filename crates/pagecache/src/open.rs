@@ -11,7 +11,7 @@ use iobuf::storage::{FsStorage, Storage};
 use iobuf::{Location, Lsn};
 use recovery::{OpenOptions, RecoveryError, RecoveryReport, SnapshotInfo, SnapshotStore};
 
-use crate::cache::{CleanerState, Inner, MetaState, PageCache, run_cleaner};
+use crate::cache::{CleanerState, Inner, MetaState, PageCache};
 use crate::config::Config;
 use crate::entry::{Entry, PageState, Resident};
 use crate::error::{Error, Result};
@@ -241,7 +241,6 @@ impl<M: Materializer> PageCache<M> {
         let id_high_water = meta.id_high_water;
         let n_free_ids = free_ids.len();
         let background_snapshots = config.background_snapshots;
-        let background_cleaning = config.background_cleaning;
         let inner = Arc::new(Inner {
             materializer,
             log,
@@ -271,8 +270,8 @@ impl<M: Materializer> PageCache<M> {
             background_error: Mutex::new(None),
             config,
         });
-        // Built before the threads start: if one cannot start, dropping the page cache stops
-        // and joins those already running.
+        // Built before the thread starts, so a failure to start it drops (and closes) the
+        // page cache like any other.
         let mut cache = PageCache {
             inner,
             background: Vec::new(),
@@ -284,14 +283,6 @@ impl<M: Materializer> PageCache<M> {
                 .spawn(move || run_background(for_thread))
                 .map_err(|error| Error::io("starting the snapshot thread", error))?;
             cache.background.push(("snapshot", handle));
-        }
-        if background_cleaning {
-            let for_thread = Arc::clone(&cache.inner);
-            let handle = std::thread::Builder::new()
-                .name("pagecache-cleaner".to_string())
-                .spawn(move || run_cleaner(for_thread))
-                .map_err(|error| Error::io("starting the cleaner thread", error))?;
-            cache.background.push(("cleaner", handle));
         }
         let report = OpenReport {
             log: log_report,

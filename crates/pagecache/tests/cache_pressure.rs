@@ -34,7 +34,6 @@ fn config() -> Config {
         .flush_every(None)
         .cache_budget_bytes(BUDGET_BYTES)
         .background_snapshots(false)
-        .background_cleaning(false)
         .build()
         .expect("valid")
 }

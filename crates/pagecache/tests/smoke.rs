@@ -19,7 +19,6 @@ fn tiny_config() -> Config {
         .consolidate_after_fragments(4)
         .snapshot_every_bytes(16 << 10)
         .background_snapshots(false)
-        .background_cleaning(false)
         .id_persist_interval(8)
         .build()
         .expect("valid")
@@ -132,7 +131,6 @@ fn a_resident_page_holds_one_merged_value() {
         .cache_budget_bytes(1)
         .consolidate_after_fragments(64)
         .background_snapshots(false)
-        .background_cleaning(false)
         .build()
         .expect("valid");
     let (cache, _) = PageCache::open(Arc::new(SimStorage::new()), config, Concat).expect("open");
@@ -196,7 +194,6 @@ fn a_pinned_read_stays_valid_while_its_page_is_evicted_rewritten_and_freed() {
         .flush_every(None)
         .cache_budget_bytes(1)
         .background_snapshots(false)
-        .background_cleaning(false)
         .build()
         .expect("valid");
     let (cache, _) = PageCache::open(Arc::new(SimStorage::new()), config, Concat).expect("open");

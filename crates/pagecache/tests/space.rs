@@ -32,7 +32,6 @@ fn config() -> Config {
         .flush_every(None)
         .cache_budget_bytes(4 << 20)
         .background_snapshots(false)
-        .background_cleaning(false)
         .build()
         .expect("valid")
 }
@@ -169,7 +168,6 @@ fn segments_larger_than_the_ring_do_not_hold_the_span_above_the_target() {
         .blob_threshold_bytes(4 << 10)
         .cache_budget_bytes(4 << 20)
         .background_snapshots(false)
-        .background_cleaning(false)
         .build()
         .expect("valid");
     let (cache, _) = PageCache::open(Arc::new(SimStorage::new()), config, Concat).expect("open");
@@ -189,60 +187,5 @@ fn segments_larger_than_the_ring_do_not_hold_the_span_above_the_target() {
     // The cleaner keeps the span at the 1.3x target, give or take the segment it is
     // cleaning (about 0.2x live here).
     assert!(span_ratio <= 1.55, "the log span is {span_ratio:.2}x live");
-    cache.close().expect("close");
-}
-
-/// With the background cleaner on, the thread cleans and the space bound holds as when writes
-/// clean: a write takes its share while the thread sleeps, and waits for the cleaning lock
-/// (backpressure) once the span runs a quarter segment past the target.
-#[test]
-fn the_background_cleaner_does_the_cleaning_within_the_space_bound() {
-    let config = Config::builder()
-        .segment_len_bytes(64 << 10)
-        .io_buf_len_bytes(16 << 10)
-        .n_io_bufs(4)
-        .blob_threshold_bytes(8 << 10)
-        .flush_every(None)
-        .cache_budget_bytes(4 << 20)
-        .background_snapshots(false)
-        .background_cleaning(true)
-        .build()
-        .expect("valid");
-    let (cache, _) = PageCache::open(Arc::new(SimStorage::new()), config, Concat).expect("open");
-    let mut versions = Vec::with_capacity(N_PAGES as usize);
-    for pid in 0..N_PAGES {
-        let (_, written) = cache.allocate(value(pid)).expect("allocate");
-        versions.push(written.version);
-    }
-    cache.flush().expect("flush");
-    let live_after_fill = cache.stats().live_bytes;
-    let mut max_ratio = 0f64;
-    overwrite_uniformly(
-        &cache,
-        &mut versions,
-        0x1234_5678_9ABC_DEF1,
-        |cache, written| {
-            // The steady state, as in the first test.
-            if written > 2 * live_after_fill {
-                let stats = cache.stats();
-                max_ratio = max_ratio.max(stats.file_len_bytes as f64 / stats.live_bytes as f64);
-            }
-        },
-    );
-    let metrics = cache.metrics();
-    let by_writes = count(&metrics.n_records_cleaned_by_writes);
-    let in_background = count(&metrics.n_records_cleaned_in_background);
-    eprintln!(
-        "background cleaner: file/live at most {max_ratio:.2} in the steady state; records \
-         examined by the thread {in_background}, by writes {by_writes}"
-    );
-    // A single writer on the simulated disk writes faster than one thread cleans, so the
-    // writes are held at the slack and share the work; the share varies with scheduling.
-    assert!(in_background > 0, "the thread examined nothing");
-    assert!(
-        max_ratio <= 1.5,
-        "the data file reached {max_ratio:.2}x the live bytes in the steady state"
-    );
-    assert!(cache.background_error().is_none());
     cache.close().expect("close");
 }
