@@ -116,14 +116,11 @@ fn pages_survive_restart_cleaning_and_eviction() {
     let _ = PageId(0);
 }
 
-/// A resident page keeps one merged value, whatever its chain's length: a link merges its
-/// delta onto the value instead of keeping the fragment beside it. A link to an evicted page
-/// keeps only its delta until a read pages in the rest.
-#[test]
-fn a_resident_page_holds_one_merged_value() {
-    // A budget of one byte: everything durable is evicted at the next chance, and nothing
-    // is durable until `flush` (no background flusher, and far less than a buffer written).
-    let config = Config::builder()
+/// A budget of one byte: everything durable is evicted at the next chance, and nothing is
+/// durable until `flush` (no background flusher, and far less than a buffer written). Chains
+/// are consolidated only at 64 fragments.
+fn one_byte_budget_config() -> Config {
+    Config::builder()
         .segment_len_bytes(64 << 10)
         .io_buf_len_bytes(4096)
         .blob_threshold_bytes(1024)
@@ -132,7 +129,15 @@ fn a_resident_page_holds_one_merged_value() {
         .consolidate_after_fragments(64)
         .background_snapshots(false)
         .build()
-        .expect("valid");
+        .expect("valid")
+}
+
+/// A resident page keeps one merged value, whatever its chain's length: a link merges its
+/// delta onto the value instead of keeping the fragment beside it. A link to an evicted page
+/// keeps only its delta until a read pages in the rest.
+#[test]
+fn a_resident_page_holds_one_merged_value() {
+    let config = one_byte_budget_config();
     let (cache, _) = PageCache::open(Arc::new(SimStorage::new()), config, Concat).expect("open");
     let counter = |counter: &std::sync::atomic::AtomicU64| pagecache::Metrics::get(counter);
     let (pid, _) = cache.allocate(vec![0; 10]).expect("allocate");
@@ -185,17 +190,8 @@ fn a_resident_page_holds_one_merged_value() {
 
 #[test]
 fn a_pinned_read_stays_valid_while_its_page_is_evicted_rewritten_and_freed() {
-    // A budget of one byte and nothing durable until `flush`: every read of a durable page
-    // pages it in and the next eviction pass drops it again.
-    let config = Config::builder()
-        .segment_len_bytes(64 << 10)
-        .io_buf_len_bytes(4096)
-        .blob_threshold_bytes(1024)
-        .flush_every(None)
-        .cache_budget_bytes(1)
-        .background_snapshots(false)
-        .build()
-        .expect("valid");
+    // Every read of a durable page pages it in and the next eviction pass drops it again.
+    let config = one_byte_budget_config();
     let (cache, _) = PageCache::open(Arc::new(SimStorage::new()), config, Concat).expect("open");
     let value_of = |n: u64| vec![n as u8; 40];
     let pids: Vec<PageId> = (0..32)
