@@ -568,8 +568,8 @@ fn encode_body<M: Materializer>(
 }
 
 /// A buffer records are encoded into before they are copied into their log reservation,
-/// kept per thread between writes: encoding then allocates nothing (a write used to pay a
-/// `malloc` and a `free` for it, a tenth of its time in profiles).
+/// kept per thread between writes, so encoding allocates nothing (a write used to pay a
+/// `malloc` and a `free` for its record, and a relocation or consolidation another).
 ///
 /// Taken out of the thread's slot and put back on drop, so a nested write (a materializer
 /// that writes from inside `encode`) or a second record in flight just gets a fresh buffer.
