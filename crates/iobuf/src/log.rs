@@ -463,12 +463,20 @@ impl Log {
     /// Iterates over the durable messages from `lsn` on (the first message at or after it),
     /// in LSN order, up to the stable LSN at the time of the call.
     pub fn iter_from(&self, lsn: Lsn) -> Result<LogIter<'_>> {
+        self.iter_range(lsn, Lsn(u64::MAX))
+    }
+
+    /// Like [`iter_from`](Self::iter_from), but only the messages that start below `end`
+    /// (or the stable LSN, if lower). Nothing at or past `end` is read: a scan of one
+    /// segment (`end` its last LSN plus one) reads that segment alone, not the next one to
+    /// find where it stops.
+    pub fn iter_range(&self, lsn: Lsn, end: Lsn) -> Result<LogIter<'_>> {
         self.check_open()?;
         Ok(LogIter {
             log: self,
             start: lsn,
             next_lsn: lsn,
-            end: self.ring.stable_lsn(),
+            end: end.min(self.ring.stable_lsn()),
             segment: None,
         })
     }

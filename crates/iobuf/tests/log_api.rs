@@ -76,6 +76,55 @@ fn next_with_lends_each_message_that_next_would_copy() {
     assert!(iter.next_with(|_, _| ()).is_none(), "stays at the end");
 }
 
+/// Regression: the cleaner scanned one segment with `iter_from` and stopped at the first
+/// message past it, which made the iterator read the whole next segment just to find that
+/// message. `iter_range` stops at its end without touching storage past the segment it is in.
+#[test]
+fn iter_range_reads_nothing_past_its_end() {
+    let (storage, log) = new_log();
+    let segment_len = tiny_config().segment_len_bytes;
+    let written: Vec<(Location, Vec<u8>)> = (0..100)
+        .map(|i| {
+            let bytes = vec![i as u8; 60]; // inline: no blob file to read
+            (log.write(&bytes).unwrap(), bytes)
+        })
+        .collect();
+    log.flush().unwrap();
+    assert!(
+        written.last().unwrap().0.lsn.0 > 2 * segment_len,
+        "three segments at least"
+    );
+    let end = Lsn(segment_len);
+    let expected: Vec<_> = written
+        .iter()
+        .filter(|(l, _)| l.lsn < end)
+        .cloned()
+        .collect();
+
+    let mut iter = log.iter_range(Lsn(0), end).unwrap();
+    let first = iter.next().unwrap().unwrap();
+    // The first segment is in memory now; any further storage call fails.
+    storage.fail_all_from(storage.n_calls(), FaultKind::Eio);
+    let mut seen = vec![first];
+    for item in iter {
+        seen.push(item.expect("nothing past the first segment is read"));
+    }
+    assert_eq!(seen, expected);
+
+    // `iter_from` goes on to the next segment, and so meets the fault.
+    let mut unbounded = log
+        .iter_from(Lsn(expected.last().unwrap().0.lsn.0))
+        .unwrap();
+    storage.clear_faults();
+    assert!(unbounded.next().unwrap().is_ok());
+    storage.fail_all_from(storage.n_calls(), FaultKind::Eio);
+    assert!(
+        unbounded.next().unwrap().is_err(),
+        "it reads the next segment"
+    );
+    storage.clear_faults();
+}
+
 #[test]
 fn iter_from_starts_at_the_first_message_at_or_after_the_lsn() {
     let (_storage, log) = new_log();

@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crossbeam_epoch::{self as epoch, Guard, Owned, Shared};
 use iobuf::{Location, Log, LogMetrics, Lsn, PageId};
@@ -188,8 +188,7 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Share it between threads by reference or in an `Arc`: every method takes `&self`.
 pub struct PageCache<M: Materializer> {
     pub(crate) inner: Arc<Inner<M>>,
-    /// The background threads, by name (today the snapshot thread, when configured).
-    pub(crate) background: Vec<(&'static str, JoinHandle<()>)>,
+    pub(crate) background: Option<JoinHandle<()>>,
 }
 
 impl<M: Materializer> std::fmt::Debug for PageCache<M> {
@@ -534,10 +533,10 @@ impl<M: Materializer> PageCache<M> {
             *lock(stop) = true;
             wake.notify_all();
         }
-        for (name, handle) in self.background.drain(..) {
-            // The threads catch their own errors; a panic there is a bug, reported here.
+        if let Some(handle) = self.background.take() {
+            // The thread catches its own errors; a panic there is a bug, reported here.
             if handle.join().is_err() {
-                eprintln!("pagecache: the background {name} thread panicked");
+                eprintln!("pagecache: the background snapshot thread panicked");
             }
         }
         Ok(self.inner.log.flush().map(|_| ())?)
@@ -1292,22 +1291,16 @@ impl<M: Materializer> Inner<M> {
                     }
                     // The last segment's list is empty by now; its allocation is reused.
                     let mut records = std::mem::take(&mut state.pending);
-                    let mut iter = self.log.iter_from(cursor)?;
-                    // Only each record's header is decoded, from the iterator's segment
-                    // buffer: nothing is copied out per record.
+                    // The segment alone (not the next one's first record to see where it
+                    // ends), and only each record's header, decoded in the iterator's
+                    // segment buffer: nothing is copied out per record.
+                    let mut iter = self.log.iter_range(cursor, end)?;
                     while let Some(item) = iter.next_with(|location, bytes| {
-                        (location.lsn < end).then(|| {
-                            record::decode_record(bytes)
-                                .map(|(kind, pid, _)| (location, kind, pid))
-                                .map_err(|reason| {
-                                    Error::corruption(None, Some(location.lsn), reason)
-                                })
-                        })
+                        record::decode_record(bytes)
+                            .map(|(kind, pid, _)| (location, kind, pid))
+                            .map_err(|reason| Error::corruption(None, Some(location.lsn), reason))
                     }) {
-                        let Some(record) = item? else {
-                            break;
-                        };
-                        records.push(record?);
+                        records.push(item??);
                     }
                     records.reverse();
                     state.pending = records;
@@ -1401,19 +1394,6 @@ impl<M: Materializer> Inner<M> {
                 }
             }
         }
-    }
-
-    /// Sleeps up to `tick`, or less if the page cache is closing. Returns whether it is.
-    pub(crate) fn sleep_unless_stopped(&self, tick: Duration) -> bool {
-        let (stop, wake) = &self.shutdown;
-        let stopped = lock(stop);
-        if *stopped {
-            return true;
-        }
-        let (stopped, _) = wake
-            .wait_timeout(stopped, tick)
-            .unwrap_or_else(PoisonError::into_inner);
-        *stopped
     }
 
     pub(crate) fn stats(&self) -> Stats {

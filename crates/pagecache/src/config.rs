@@ -220,8 +220,8 @@ impl ConfigBuilder {
         self
     }
 
-    /// Each write that takes on cleaning examines at most this many log records of the oldest
-    /// segment, which bounds the cleaning work (and latency) a write takes on. Default 16.
+    /// Each write examines at most this many log records of the oldest segment for cleaning,
+    /// which bounds the cleaning work (and latency) a write takes on. Default 16.
     pub fn clean_records_per_write(mut self, n_records: u32) -> Self {
         self.clean_records_per_write = n_records;
         self

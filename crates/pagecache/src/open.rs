@@ -270,20 +270,17 @@ impl<M: Materializer> PageCache<M> {
             background_error: Mutex::new(None),
             config,
         });
-        // Built before the thread starts, so a failure to start it drops (and closes) the
-        // page cache like any other.
-        let mut cache = PageCache {
-            inner,
-            background: Vec::new(),
+        let background = if background_snapshots {
+            let for_thread = Arc::clone(&inner);
+            Some(
+                std::thread::Builder::new()
+                    .name("pagecache-snapshot".to_string())
+                    .spawn(move || run_background(for_thread))
+                    .map_err(|error| Error::io("starting the snapshot thread", error))?,
+            )
+        } else {
+            None
         };
-        if background_snapshots {
-            let for_thread = Arc::clone(&cache.inner);
-            let handle = std::thread::Builder::new()
-                .name("pagecache-snapshot".to_string())
-                .spawn(move || run_background(for_thread))
-                .map_err(|error| Error::io("starting the snapshot thread", error))?;
-            cache.background.push(("snapshot", handle));
-        }
         let report = OpenReport {
             log: log_report,
             snapshot: snapshot_info,
@@ -294,7 +291,7 @@ impl<M: Materializer> PageCache<M> {
             n_pages_dropped_as_freed,
             elapsed: started.elapsed(),
         };
-        Ok((cache, report))
+        Ok((PageCache { inner, background }, report))
     }
 }
 

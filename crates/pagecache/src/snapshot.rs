@@ -70,9 +70,19 @@ impl<M: Materializer> Inner<M> {
 /// [`crate::PageCache::background_error`] and ends the thread: every later write reports the
 /// same error to its caller anyway.
 pub(crate) fn run_background<M: Materializer>(inner: Arc<Inner<M>>) {
+    let (stop, wake) = &inner.shutdown;
     loop {
-        if inner.sleep_unless_stopped(CHECK_EVERY) {
-            return;
+        {
+            let stopped = lock(stop);
+            if *stopped {
+                return;
+            }
+            let (stopped, _) = wake
+                .wait_timeout(stopped, CHECK_EVERY)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if *stopped {
+                return;
+            }
         }
         if inner.snapshot_due()
             && let Err(error) = inner.take_snapshot()
