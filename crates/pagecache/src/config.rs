@@ -220,8 +220,11 @@ impl ConfigBuilder {
         self
     }
 
-    /// Each write examines at most this many log records of the oldest segment for cleaning,
-    /// which bounds the cleaning work (and latency) a write takes on. Default 16.
+    /// Each write examines at most this many log records of the oldest segment for cleaning
+    /// while the log span is within a quarter segment of the space target; the write holding
+    /// the cleaning lock examines up to 16 times as many when the span runs further past (so
+    /// one cleaner keeps up with several writers). This bounds the cleaning work (and
+    /// latency) a write takes on. Default 16.
     pub fn clean_records_per_write(mut self, n_records: u32) -> Self {
         self.clean_records_per_write = n_records;
         self

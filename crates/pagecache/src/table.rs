@@ -73,6 +73,27 @@ type Leaf<T> = Node<T>;
 /// The middle level: one slot per leaf.
 type Mid<T> = Node<Leaf<T>>;
 
+/// Asks the CPU to start loading the two cache lines at `ptr` (a hint: it never faults and
+/// never changes what a load sees, so any address will do, even freed memory). A no-op on
+/// targets other than x86-64.
+pub(crate) fn prefetch<X>(ptr: *const X) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        let first_line = ptr.cast::<i8>();
+        let second_line = first_line.wrapping_add(64);
+        // SAFETY: `prefetch` instructions are hints that never fault and have no effect
+        // a program can observe other than timing, whatever the address; SSE, which the
+        // intrinsic requires, is part of the x86-64 baseline.
+        unsafe {
+            _mm_prefetch::<_MM_HINT_T0>(first_line);
+            _mm_prefetch::<_MM_HINT_T0>(second_line);
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = ptr;
+}
+
 /// Bytes of one node of any level (all levels hold pointer-sized slots).
 const NODE_BYTES: usize = FANOUT * size_of::<Atomic<u8>>();
 
@@ -175,6 +196,15 @@ impl<T: Send + Sync + 'static> PageTable<T> {
             // The leaf is absent, so the slot was null when we looked: null -> null succeeds.
             None if current.is_null() => Ok(new),
             None => Err(Shared::null()),
+        }
+    }
+
+    /// Asks the CPU to start loading the slot of `pid` into the cache, so a load of it a
+    /// little later does not wait for memory. Walks the (cached) upper levels; does nothing
+    /// when a node on the path is absent.
+    pub(crate) fn prefetch_slot(&self, pid: u64, guard: &Guard) {
+        if let Some(slot) = self.slot(pid, false, guard) {
+            prefetch(std::ptr::from_ref(slot));
         }
     }
 
