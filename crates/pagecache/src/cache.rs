@@ -7,12 +7,14 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use crossbeam_epoch::{self as epoch, Guard, Owned, Shared};
+use crossbeam_epoch::{self as epoch, Guard, Shared};
 use iobuf::{Location, Log, LogMetrics, Lsn, PageId};
 use recovery::SnapshotStore;
 
 use crate::config::Config;
-use crate::entry::{Charged, Entry, PageState, Resident, Version, entry_ref, park, retire};
+use crate::entry::{
+    Chain, Charged, Entry, PageState, Resident, Version, entry_ref, new_owned, park, retire,
+};
 use crate::error::{Error, Result};
 use crate::materializer::Materializer;
 use crate::metrics::Metrics;
@@ -257,9 +259,9 @@ impl<M: Materializer> PageCache<M> {
             };
             let entry = Entry::new(
                 version,
-                PageState::Live(vec![location], Resident::Merged(merged)),
+                PageState::Live(Chain::one(location), Resident::Merged(merged)),
             );
-            match inner.table.cas(pid, current, Owned::new(entry), &guard) {
+            match inner.table.cas(pid, current, new_owned(entry), &guard) {
                 Ok(_) => {
                     retire(&guard, current);
                     drop(guard);
@@ -770,17 +772,17 @@ impl<M: Materializer> Inner<M> {
             let entry = if kind == RecordKind::Free {
                 Entry::new(version, PageState::Freed)
             } else {
-                let mut locations = Vec::with_capacity(old.chain_len() + 1);
-                if !replaces_chain {
-                    locations.extend_from_slice(old.locations());
-                }
-                locations.push(location);
-                Entry::new(version, PageState::Live(locations, resident))
+                let chain = if replaces_chain {
+                    Chain::one(location)
+                } else {
+                    Chain::extended(old.locations(), location)
+                };
+                Entry::new(version, PageState::Live(chain, resident))
             };
             let resident_delta = entry.resident_bytes() as i64 - old.resident_bytes() as i64;
             let live_delta = entry.live_bytes() as i64 - old.live_bytes() as i64;
             let became_resident = old.resident_bytes() == 0 && entry.resident_bytes() > 0;
-            match self.table.cas(pid.0, current, Owned::new(entry), &guard) {
+            match self.table.cas(pid.0, current, new_owned(entry), &guard) {
                 Ok(_) => {
                     retire(&guard, current);
                     drop(guard);
@@ -914,11 +916,11 @@ impl<M: Materializer> Inner<M> {
             let resident = Entry::new(
                 entry.version,
                 PageState::Live(
-                    entry.locations().to_vec(),
+                    Chain::from_slice(entry.locations()),
                     Resident::Merged(Charged { value, size_bytes }),
                 ),
             );
-            let value = match self.table.cas(pid.0, current, Owned::new(resident), guard) {
+            let value = match self.table.cas(pid.0, current, new_owned(resident), guard) {
                 Ok(installed) => {
                     let was_resident = entry.resident_bytes() > 0;
                     retire(guard, current);
@@ -1172,12 +1174,12 @@ impl<M: Materializer> Inner<M> {
         };
         let evicted = Entry::new(
             entry.version,
-            PageState::Live(entry.locations().to_vec(), resident),
+            PageState::Live(Chain::from_slice(entry.locations()), resident),
         );
         evicted.referenced.store(false, Ordering::Relaxed);
         let freed_bytes = entry.resident_bytes() - evicted.resident_bytes();
         let still_resident = evicted.resident_bytes() > 0;
-        match self.table.cas(pid, current, Owned::new(evicted), guard) {
+        match self.table.cas(pid, current, new_owned(evicted), guard) {
             Ok(_) => {
                 retire(guard, current);
                 self.account(-(freed_bytes as i64), 0);
@@ -1413,14 +1415,14 @@ impl<M: Materializer> Inner<M> {
             let moved = Entry::new(
                 entry.version,
                 PageState::Live(
-                    vec![location],
+                    Chain::one(location),
                     Resident::Merged(Charged { value, size_bytes }),
                 ),
             );
             let resident_delta = moved.resident_bytes() as i64 - entry.resident_bytes() as i64;
             let live_delta = moved.live_bytes() as i64 - entry.live_bytes() as i64;
             let became_resident = entry.resident_bytes() == 0;
-            match self.table.cas(pid.0, current, Owned::new(moved), &guard) {
+            match self.table.cas(pid.0, current, new_owned(moved), &guard) {
                 Ok(_) => {
                     retire(&guard, current);
                     drop(guard);

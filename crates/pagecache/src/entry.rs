@@ -25,11 +25,13 @@
 //! user's CAS fail.
 #![allow(unsafe_code)]
 
+use std::any::Any;
+use std::cell::RefCell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crossbeam_epoch::{Guard, Owned, Shared};
-use iobuf::{Location, Lsn};
+use iobuf::{Location, Lsn, Stored};
 
 /// A page's version: what [`crate::PageCache::link`], [`crate::PageCache::replace`] and
 /// [`crate::PageCache::free`] compare against. It changes with every write to the page
@@ -71,25 +73,126 @@ pub(crate) enum Resident<F> {
     Fragments(Vec<Option<Charged<Arc<F>>>>),
 }
 
+/// Locations a [`Chain`] holds in place: the longest chain at the default
+/// `consolidate_after_fragments` (8: a write that would make the chain 8 long writes a
+/// merged base instead).
+pub(crate) const INLINE_LOCATIONS: usize = 7;
+
+/// A chain's locations, oldest first, kept inside the entry when there are at most
+/// [`INLINE_LOCATIONS`] of them.
+///
+/// Every write builds a new entry holding the old chain plus one location. With the chain in
+/// an allocation of its own, that was a second allocation and free per write (of a size
+/// glibc's allocator serves slowly: 128 to 224 bytes) and a second dependent load from cold
+/// memory to copy it; profiles of `bench_pages` put the two at about an eighth of a link.
+#[derive(Clone)]
+// Keeping the locations in place, not behind a pointer, is the point.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Chain {
+    /// Up to [`INLINE_LOCATIONS`]; the slots past `len` are placeholders.
+    Inline {
+        len: u8,
+        locations: [Location; INLINE_LOCATIONS],
+    },
+    /// A longer chain (a larger `consolidate_after_fragments`, or a chain read back from a
+    /// log written with one).
+    Spilled(Box<[Location]>),
+}
+
+/// Fills the unused inline slots.
+const PLACEHOLDER: Location = Location {
+    lsn: Lsn(0),
+    file_offset: 0,
+    len_bytes: 0,
+    stored: Stored::Inline,
+};
+
+impl Chain {
+    /// No locations (a freed page).
+    pub(crate) const EMPTY: Chain = Chain::Inline {
+        len: 0,
+        locations: [PLACEHOLDER; INLINE_LOCATIONS],
+    };
+
+    /// A chain of one location.
+    pub(crate) fn one(location: Location) -> Chain {
+        Chain::extended(&[], location)
+    }
+
+    /// `locations` followed by `last`.
+    pub(crate) fn extended(locations: &[Location], last: Location) -> Chain {
+        let len = locations.len() + 1;
+        if len <= INLINE_LOCATIONS {
+            let mut inline = [PLACEHOLDER; INLINE_LOCATIONS];
+            inline[..locations.len()].copy_from_slice(locations);
+            inline[locations.len()] = last;
+            Chain::Inline {
+                len: len as u8,
+                locations: inline,
+            }
+        } else {
+            let mut spilled = Vec::with_capacity(len);
+            spilled.extend_from_slice(locations);
+            spilled.push(last);
+            Chain::Spilled(spilled.into_boxed_slice())
+        }
+    }
+
+    /// A copy of `locations`.
+    pub(crate) fn from_slice(locations: &[Location]) -> Chain {
+        match locations.split_last() {
+            Some((last, rest)) => Chain::extended(rest, *last),
+            None => Chain::EMPTY,
+        }
+    }
+
+    /// The locations, oldest first.
+    pub(crate) fn as_slice(&self) -> &[Location] {
+        match self {
+            Chain::Inline { len, locations } => &locations[..usize::from(*len)],
+            Chain::Spilled(locations) => locations,
+        }
+    }
+}
+
+impl From<Vec<Location>> for Chain {
+    fn from(locations: Vec<Location>) -> Chain {
+        if locations.len() <= INLINE_LOCATIONS {
+            Chain::from_slice(&locations)
+        } else {
+            Chain::Spilled(locations.into_boxed_slice())
+        }
+    }
+}
+
 /// What a page is, to build an entry from.
+// Built once per new entry and moved into it; boxing the chain would bring back the
+// allocation `Chain` exists to avoid.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum PageState<F> {
     /// Allocated: its chain's locations, oldest first (never empty), and what is resident.
-    Live(Vec<Location>, Resident<F>),
+    Live(Chain, Resident<F>),
     /// Freed (the free list knows when the id may be reused).
     Freed,
 }
 
 /// A page's entry: what the table points at.
+///
+/// Laid out (`repr(C)`, aligned to a cache line) so that what a read looks at (the bit, the
+/// version, liveness and the merged value) and what the cleaner looks at (`oldest_lsn`) are in
+/// the first cache line: a read of a resident page waits for one line of its entry.
+#[repr(C, align(64))]
 pub(crate) struct Entry<F> {
     pub(crate) version: u64,
     /// The CLOCK bit: set by reads, cleared by the eviction hand.
     pub(crate) referenced: AtomicBool,
-    /// The chain's locations, oldest first; empty when the page is freed.
-    locations: Box<[Location]>,
+    /// Also tells a live page (below `u64::MAX`) from a freed one.
+    oldest_lsn: Lsn,
     resident: Resident<F>,
     resident_bytes: u64,
     live_bytes: u64,
-    oldest_lsn: Lsn,
+    /// The chain's locations, oldest first; empty when the page is freed.
+    chain: Chain,
 }
 
 impl<F> Entry<F> {
@@ -98,9 +201,10 @@ impl<F> Entry<F> {
     /// A `Fragments` residency must have one item per location; one with every item `None`
     /// is stored as `Nothing`.
     pub(crate) fn new(version: u64, state: PageState<F>) -> Entry<F> {
-        let (locations, resident) = match state {
-            PageState::Freed => (Vec::new(), Resident::Nothing),
-            PageState::Live(locations, resident) => {
+        let (chain, resident) = match state {
+            PageState::Freed => (Chain::EMPTY, Resident::Nothing),
+            PageState::Live(chain, resident) => {
+                let locations = chain.as_slice();
                 assert!(!locations.is_empty(), "a live page's chain is never empty");
                 let resident = match resident {
                     Resident::Fragments(fragments) => {
@@ -117,9 +221,10 @@ impl<F> Entry<F> {
                     }
                     other => other,
                 };
-                (locations, resident)
+                (chain, resident)
             }
         };
+        let locations = chain.as_slice();
         let resident_bytes = match &resident {
             Resident::Nothing => 0,
             Resident::Merged(merged) => merged.size_bytes,
@@ -135,25 +240,33 @@ impl<F> Entry<F> {
             .map(|location| location.lsn)
             .min()
             .unwrap_or(Lsn(u64::MAX));
+        let is_live = !locations.is_empty();
+        debug_assert_eq!(
+            is_live,
+            oldest_lsn != Lsn(u64::MAX),
+            "no record sits at u64::MAX"
+        );
         Entry {
             version,
-            referenced: AtomicBool::new(!locations.is_empty()),
-            locations: locations.into_boxed_slice(),
+            referenced: AtomicBool::new(is_live),
+            oldest_lsn,
             resident,
             resident_bytes,
             live_bytes,
-            oldest_lsn,
+            chain,
         }
     }
 
     /// Whether the page is allocated.
     pub(crate) fn is_live(&self) -> bool {
-        !self.locations.is_empty()
+        // The oldest LSN of a non-empty chain is below `u64::MAX` (see `Entry::new`); this
+        // reads the first cache line, not the chain.
+        self.oldest_lsn != Lsn(u64::MAX)
     }
 
     /// The chain's locations, oldest first (empty when freed).
     pub(crate) fn locations(&self) -> &[Location] {
-        &self.locations
+        self.chain.as_slice()
     }
 
     /// What is in memory.
@@ -170,7 +283,7 @@ impl<F> Entry<F> {
     }
 
     pub(crate) fn chain_len(&self) -> usize {
-        self.locations.len()
+        self.locations().len()
     }
 
     /// Bytes the resident values are charged.
@@ -216,16 +329,63 @@ pub(crate) fn entry_ref<'g, F>(shared: Shared<'g, Entry<F>>) -> Option<&'g Entry
     unsafe { shared.as_ref() }
 }
 
-/// Frees an entry that a successful CAS just unlinked, once no reader can still hold it.
-pub(crate) fn retire<F>(guard: &Guard, unlinked: Shared<'_, Entry<F>>) {
+/// Puts `entry` in an allocation for the table: an emptied entry of this thread's spares
+/// when there is one, else a new one.
+///
+/// Every write, page-in, eviction and relocation allocates an entry and retires one. Through
+/// the global allocator, a retired entry is freed in a batch of the epoch's garbage, on
+/// whichever thread collects it, and the batches overflow glibc's per-thread caches into its
+/// locked arenas; allocation and free were about a quarter of a link's samples. Reusing the
+/// emptied allocations skips the allocator for entries altogether.
+pub(crate) fn new_owned<F: Send + Sync + 'static>(entry: Entry<F>) -> Owned<Entry<F>> {
+    let spare = SPARE_ENTRIES
+        .try_with(|spares| spares.borrow_mut().pop())
+        .ok()
+        .flatten();
+    match spare.map(|spare| spare.downcast::<Entry<F>>()) {
+        Some(Ok(mut reused)) => {
+            *reused = entry;
+            Owned::from(reused)
+        }
+        // None spare, or one of another page cache's fragment type: allocate.
+        _ => Owned::new(entry),
+    }
+}
+
+/// Emptied entries for [`new_owned`] to reuse: at most [`MAX_SPARE_ENTRIES`] per thread, of
+/// any fragment type (an entry is taken back by downcasting).
+const MAX_SPARE_ENTRIES: usize = 256;
+
+thread_local! {
+    static SPARE_ENTRIES: RefCell<Vec<Box<dyn Any + Send>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Retires an entry that a successful CAS just unlinked: once no reader can hold it, its
+/// values are dropped and its allocation joins the spares of the thread that collects it.
+pub(crate) fn retire<F: Send + Sync + 'static>(guard: &Guard, unlinked: Shared<'_, Entry<F>>) {
     if unlinked.is_null() {
         return;
     }
     // SAFETY: the caller's CAS replaced `unlinked` in the table, so no new reader can load it;
-    // readers that loaded it before are pinned, and `defer_destroy` waits for them. Each
-    // unlinked pointer is retired exactly once: only the thread whose CAS unlinked it calls
-    // this.
-    unsafe { guard.defer_destroy(unlinked) };
+    // readers that loaded it before are pinned. Taking ownership here touches nothing: the
+    // entry is only moved into the deferred function, which `defer` runs after every guard
+    // pinned now is dropped. Each unlinked pointer is retired exactly once: only the thread
+    // whose CAS unlinked it calls this.
+    let unlinked = unsafe { unlinked.into_owned() }.into_box();
+    guard.defer(move || recycle(unlinked));
+}
+
+/// Drops what `entry` holds and keeps its allocation as a spare of this thread.
+fn recycle<F: Send + Sync + 'static>(mut entry: Box<Entry<F>>) {
+    entry.resident = Resident::Nothing;
+    entry.chain = Chain::EMPTY;
+    // `try_with`: during thread teardown the spares may be gone; the entry is freed.
+    let _ = SPARE_ENTRIES.try_with(|spares| {
+        let mut spares = spares.borrow_mut();
+        if spares.len() < MAX_SPARE_ENTRIES {
+            spares.push(entry);
+        }
+    });
 }
 
 /// Hands `value` to the epoch and borrows it for as long as `guard` stays pinned: a value a
@@ -262,7 +422,7 @@ mod tests {
         let merged = Entry::new(
             3,
             PageState::Live(
-                vec![location(300), location(100), location(200)],
+                vec![location(300), location(100), location(200)].into(),
                 Resident::Merged(Charged {
                     value: 7u32,
                     size_bytes: 40,
@@ -279,7 +439,7 @@ mod tests {
         let some = Entry::new(
             3,
             PageState::Live(
-                vec![location(100), location(200)],
+                vec![location(100), location(200)].into(),
                 Resident::Fragments(vec![
                     None,
                     Some(Charged {
@@ -295,7 +455,7 @@ mod tests {
         // No resident fragment at all is stored as nothing resident.
         let none = Entry::<u32>::new(
             3,
-            PageState::Live(vec![location(100)], Resident::Fragments(vec![None])),
+            PageState::Live(vec![location(100)].into(), Resident::Fragments(vec![None])),
         );
         assert!(matches!(none.resident(), Resident::Nothing));
         assert_eq!(none.resident_bytes(), 0);
@@ -304,5 +464,94 @@ mod tests {
         assert!(!freed.is_live());
         assert_eq!(freed.oldest_lsn(), Lsn(u64::MAX));
         assert_eq!((freed.live_bytes(), freed.resident_bytes()), (0, 0));
+    }
+
+    #[test]
+    fn chains_hold_their_locations_in_order_inline_and_spilled() {
+        let all: Vec<Location> = (1..=2 * INLINE_LOCATIONS as u64).map(location).collect();
+        for len in 0..=all.len() {
+            let locations = &all[..len];
+            let spilled = len > INLINE_LOCATIONS;
+            for chain in [
+                Chain::from_slice(locations),
+                Chain::from(locations.to_vec()),
+            ] {
+                assert_eq!(chain.as_slice(), locations, "length {len}");
+                assert_eq!(matches!(chain, Chain::Spilled(_)), spilled, "length {len}");
+            }
+            if let Some((last, rest)) = locations.split_last() {
+                assert_eq!(Chain::extended(rest, *last).as_slice(), locations);
+            }
+        }
+        assert_eq!(Chain::one(location(9)).as_slice(), &[location(9)]);
+        assert!(Chain::EMPTY.as_slice().is_empty());
+    }
+
+    /// A value that counts its drops.
+    #[derive(Clone)]
+    struct Counted(Arc<std::sync::atomic::AtomicUsize>);
+
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_retired_entry_drops_its_value_and_its_allocation_is_reused() {
+        let n_dropped = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let entry = |version| {
+            Entry::new(
+                version,
+                PageState::Live(
+                    Chain::one(location(version)),
+                    Resident::Merged(Charged {
+                        value: Counted(Arc::clone(&n_dropped)),
+                        size_bytes: 1,
+                    }),
+                ),
+            )
+        };
+        // A table of one slot, as the page table holds entries.
+        let slot = crossbeam_epoch::Atomic::<Entry<Counted>>::null();
+        let guard = crossbeam_epoch::pin();
+        slot.store(new_owned(entry(1)), Ordering::SeqCst);
+        let first = slot.load(Ordering::SeqCst, &guard);
+        let first_address = first.as_raw() as usize;
+        let replaced = slot.swap(new_owned(entry(2)), Ordering::SeqCst, &guard);
+        retire(&guard, replaced);
+        // A reader pinned before the swap still sees the first entry whole.
+        assert_eq!(entry_ref(first).map(|old| old.version), Some(1));
+        assert_eq!(n_dropped.load(Ordering::SeqCst), 0);
+        drop(guard);
+        // Once no guard is pinned the epoch can advance; collecting runs the deferred
+        // recycle on this thread, which drops the value and keeps the allocation.
+        let mut n_tries = 0;
+        while n_dropped.load(Ordering::SeqCst) == 0 {
+            let guard = crossbeam_epoch::pin();
+            guard.flush();
+            n_tries += 1;
+            assert!(n_tries < 10_000, "the retired entry was never collected");
+        }
+        assert_eq!(n_dropped.load(Ordering::SeqCst), 1);
+        // The allocation is now a spare of this thread. (Collecting may also have run other
+        // tests' garbage here; keep only ours so the next allocation must take it.)
+        let address =
+            |spare: &Box<dyn Any + Send>| std::ptr::from_ref(&**spare).cast::<()>() as usize;
+        SPARE_ENTRIES.with(|spares| {
+            let mut spares = spares.borrow_mut();
+            assert!(spares.iter().any(|spare| address(spare) == first_address));
+            spares.retain(|spare| address(spare) == first_address);
+        });
+        let reused = new_owned(entry(3));
+        assert_eq!(reused.version, 3);
+        let reused_address = std::ptr::from_ref::<Entry<Counted>>(&reused) as usize;
+        assert_eq!(reused_address, first_address);
+        drop(reused);
+        let guard = crossbeam_epoch::pin();
+        let last = slot.swap(crossbeam_epoch::Shared::null(), Ordering::SeqCst, &guard);
+        // SAFETY: the test's only slot no longer holds `last` and no other thread has seen it.
+        drop(unsafe { last.into_owned() });
+        assert_eq!(n_dropped.load(Ordering::SeqCst), 3);
     }
 }

@@ -60,7 +60,7 @@
 //!   front). Each slot points at the page's entry (`entry.rs`): the log locations of its
 //!   chain and what of it is in memory, usually the merged value. Every change builds a new
 //!   entry and installs it with one CAS; replaced entries are reclaimed with
-//!   `crossbeam-epoch`.
+//!   `crossbeam-epoch`, and their allocations reused for new entries.
 //! * **Writes.** `link`, `replace` and `free` load the entry, check the caller's version,
 //!   reserve the record in the log, CAS, then complete the record (or abort it when the CAS
 //!   lost). The reservation comes after the load and the CAS needs an unchanged entry, so per

@@ -214,7 +214,7 @@ impl<M: Materializer> PageCache<M> {
                     free_ids.push_back((pid, Lsn(0)));
                     continue;
                 }
-                let entry = Entry::new(1, PageState::Live(chain, Resident::Nothing));
+                let entry = Entry::new(1, PageState::Live(chain.into(), Resident::Nothing));
                 live_bytes += entry.live_bytes();
                 n_pages += 1;
                 let current = table.load(pid, &guard);
