@@ -557,4 +557,12 @@ mod tests {
         drop(unsafe { last.into_owned() });
         assert_eq!(n_dropped.load(Ordering::SeqCst), 3);
     }
+
+    #[test]
+    fn an_entry_with_its_chain_in_place_stays_within_the_documented_size() {
+        // The crate doc states the memory a live page costs outside the budget.
+        let entry_bytes = size_of::<Entry<Vec<u8>>>();
+        assert!(entry_bytes <= 320, "an entry takes {entry_bytes} bytes");
+        println!("an entry takes {entry_bytes} bytes");
+    }
 }

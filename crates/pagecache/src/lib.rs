@@ -85,14 +85,18 @@
 //!   hit only sets a bit in the entry (no lock, no list). Resident bytes stay within the budget
 //!   plus the values of pages written since the last sync (a page written to keeps its whole
 //!   merged value until the write is durable, not just the delta) plus what concurrent
-//!   readers page in at once.
+//!   readers page in at once. Outside the budget, every live page costs its entry (304 bytes
+//!   with a `Vec` value, its chain of up to 7 locations included) and an 8-byte table slot,
+//!   and each thread that writes keeps up to 256 emptied entries for reuse.
 //! * **Cleaning.** Each write examines a bounded number of records of the oldest segment and
 //!   rewrites (as one merged base at the tip) every page that still uses one; once the whole
 //!   segment is examined it is released, and the log reuses it when the release is durable.
 //!   Cleaning runs while the log spans more than `space_amplification_target` times the live
-//!   bytes. One write cleans at a time; the others go on, unless the span has run a quarter
-//!   segment past the target, when they wait for their share, so many writers cannot outrun
-//!   the cleaning. A released segment is reused once a later segment header recording the release
+//!   bytes. One write cleans at a time and the others go on; the further the span runs past
+//!   the target, the more the cleaning write examines (twice as much per quarter segment),
+//!   and a whole segment past it the others wait for their share, so many writers cannot
+//!   outrun the cleaning. The cleaner prefetches the table slots and entries of the records
+//!   it is about to examine. A released segment is reused once a later segment header recording the release
 //!   is durable (the log asks its flusher for a sync as soon as such a header starts), so the
 //!   file is that span plus a fixed part: the segment being written, the one being cleaned
 //!   and what was written since the last sync. With the default target (1.3) and 2 MiB
