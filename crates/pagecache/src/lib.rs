@@ -87,7 +87,8 @@
 //!   merged value until the write is durable, not just the delta) plus what concurrent
 //!   readers page in at once. Outside the budget, every live page costs its entry (304 bytes
 //!   with a `Vec` value, its chain of up to 7 locations included) and an 8-byte table slot,
-//!   and each thread that writes keeps up to 256 emptied entries for reuse.
+//!   and each thread that uses the cache keeps up to 256 emptied entries for reuse (the
+//!   entries it frees as it collects the epoch's garbage).
 //! * **Cleaning.** Each write examines a bounded number of records of the oldest segment and
 //!   rewrites (as one merged base at the tip) every page that still uses one; once the whole
 //!   segment is examined it is released, and the log reuses it when the release is durable.
