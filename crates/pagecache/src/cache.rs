@@ -1360,8 +1360,9 @@ impl<M: Materializer> Inner<M> {
     /// will examine (the end of `pending`) and returns how many that is. Each record needs
     /// its page's slot and entry, two dependent loads from memory that is cold (the pages of a
     /// segment's records are spread over the whole table), and examining one record at a time
-    /// waits for each in turn: profiles put that wait at a quarter of a link's cost when
-    /// the cleaner keeps up with writes. Batched like this, the loads of a batch overlap.
+    /// waits for each in turn (about 7 % of the samples of a link-only loop at the default
+    /// space target went to that one comparison). Batched like this, the loads of a batch
+    /// overlap, and the cleaner's share of those samples fell from 9.7 % to 4.3 %.
     fn prefetch_pending(&self, pending: &[(Location, RecordKind, PageId)], n: usize) -> usize {
         let batch = &pending[pending.len().saturating_sub(n)..];
         let relocatable = |kind: &RecordKind| matches!(kind, RecordKind::Base | RecordKind::Delta);
