@@ -43,10 +43,11 @@ pub struct Location {
 }
 
 impl Location {
-    /// Bytes the message's frame takes in the data file.
+    /// Bytes the message's frame takes in the data file (saturating: a location made up by
+    /// a caller may hold any length).
     pub fn frame_len_bytes(&self) -> u64 {
         match self.stored {
-            Stored::Inline => FRAME_HEADER_LEN + self.len_bytes,
+            Stored::Inline => FRAME_HEADER_LEN.saturating_add(self.len_bytes),
             Stored::Blob => BLOB_POINTER_FRAME_LEN,
         }
     }
@@ -358,15 +359,31 @@ impl Log {
         f: impl FnOnce(MessageBytes<'_>) -> T,
     ) -> Result<T> {
         self.check_open()?;
-        let frame_len = location.frame_len_bytes();
-        let frame_end = Lsn(location.lsn.0 + frame_len);
-        if self.ring.written_lsn() < frame_end {
-            self.ring.make_written(frame_end)?;
-        }
         let missing = |reason: String| LogError::NoMessage {
             lsn: location.lsn,
             reason,
         };
+        // A location is input. One whose frame cannot exist is refused before anything is
+        // sealed, allocated or read: frames never cross a segment's end, and none lies past
+        // the tip.
+        let frame_len = location.frame_len_bytes();
+        let room = self.ring.config.geometry().segment_len_bytes()
+            - self.ring.config.geometry().offset_in_segment(location.lsn);
+        if frame_len > room {
+            return Err(missing(format!(
+                "a frame of {frame_len} bytes would run past its segment's end"
+            )));
+        }
+        let frame_end = location
+            .lsn
+            .0
+            .checked_add(frame_len)
+            .map(Lsn)
+            .filter(|&end| end <= self.ring.tip())
+            .ok_or_else(|| missing("the location lies past the log's tip".into()))?;
+        if self.ring.written_lsn() < frame_end {
+            self.ring.make_written(frame_end)?;
+        }
         let len = usize::try_from(frame_len).map_err(|_| missing("location too long".into()))?;
         with_read_buffer(len, |frame_bytes| {
             self.ring
@@ -467,16 +484,25 @@ impl Log {
     }
 
     /// Like [`iter_from`](Self::iter_from), but only the messages that start below `end`
-    /// (or the stable LSN, if lower). Nothing at or past `end` is read: a scan of one
-    /// segment (`end` its last LSN plus one) reads that segment alone, not the next one to
-    /// find where it stops.
+    /// (or the stable LSN, if lower). Nothing past the segment holding `end`'s last byte is
+    /// read: a scan of one segment (`end` its last LSN plus one) reads that segment alone, not
+    /// the next one to find where it stops.
     pub fn iter_range(&self, lsn: Lsn, end: Lsn) -> Result<LogIter<'_>> {
         self.check_open()?;
+        let geometry = self.ring.config.geometry();
+        let stable = self.ring.stable_lsn();
+        // Reads stop on a frame boundary, where no frame is cut: the stable LSN, or the end
+        // of the segment holding `end`'s last byte (frames never cross a segment's end).
+        let read_end = end.0.checked_sub(1).map_or(Lsn(0), |last| {
+            let base = geometry.segment_base_lsn(Lsn(last));
+            Lsn(base.0.saturating_add(geometry.segment_len_bytes()))
+        });
         Ok(LogIter {
             log: self,
             start: lsn,
             next_lsn: lsn,
-            end: end.min(self.ring.stable_lsn()),
+            end: end.min(stable),
+            read_end: read_end.min(stable),
             segment: None,
         })
     }
@@ -722,7 +748,10 @@ pub struct LogIter<'a> {
     log: &'a Log,
     start: Lsn,
     next_lsn: Lsn,
+    /// Messages start below this.
     end: Lsn,
+    /// Segments are read up to this (at or past `end`, on a frame boundary).
+    read_end: Lsn,
     segment: Option<LoadedSegment>,
 }
 
@@ -750,7 +779,7 @@ impl LogIter<'_> {
                 reason: "its segment has been released".to_string(),
             });
         };
-        let readable = (self.end.0 - base.0).min(geometry.segment_len_bytes());
+        let readable = (self.read_end.0 - base.0).min(geometry.segment_len_bytes());
         let mut bytes = vec![0u8; readable as usize];
         let file_offset = geometry.file_offset(segment);
         // The last bytes of a segment may never have been written (a segment ends without a

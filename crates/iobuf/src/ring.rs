@@ -809,13 +809,22 @@ impl Ring {
     /// chain can only be cut after it), so the header being durable is what counts.
     fn after_stable(&self, stable: Lsn) -> Result<()> {
         let mut newly_durable_release = None;
-        {
+        let previous = {
             let mut open = lock(&self.open_segments);
+            let previous = self.release_durable();
+            // Each release is published in `release_durable` before the accountant may hand
+            // the segments below it out again: a read trusts a remembered salt only for a
+            // location at or above `release_durable` (see `Log::verify_frame`), so no segment
+            // may be reused while that point still lies below it.
+            let publish = |release: Lsn| {
+                self.release_durable.fetch_max(release.0, Ordering::AcqRel);
+            };
             while let Some(front) = open.front().copied() {
                 if front.end_lsn > stable {
                     break;
                 }
                 open.pop_front();
+                publish(front.log_start_in_header);
                 self.with_accountant(|accountant| {
                     accountant.deactivate(front.segment)?;
                     accountant.release_before(front.log_start_in_header);
@@ -829,19 +838,20 @@ impl Ring {
                 let header_end =
                     front.end_lsn.0 - self.config.segment_len_bytes() + SEGMENT_HEADER_LEN;
                 if header_end <= stable.0 && front.log_start_in_header > self.release_durable() {
+                    publish(front.log_start_in_header);
                     self.with_accountant(|accountant| {
                         accountant.release_before(front.log_start_in_header);
                     });
                     newly_durable_release = Some(front.log_start_in_header);
                 }
             }
-        }
-        if let Some(release) = newly_durable_release {
-            let previous = self.release_durable.fetch_max(release.0, Ordering::AcqRel);
-            if release.0 > previous {
-                self.delete_blobs_below(release);
-                self.truncate_free_tail()?;
-            }
+            previous
+        };
+        if let Some(release) = newly_durable_release
+            && release > previous
+        {
+            self.delete_blobs_below(release);
+            self.truncate_free_tail()?;
         }
         Ok(())
     }

@@ -125,6 +125,69 @@ fn iter_range_reads_nothing_past_its_end() {
     storage.clear_faults();
 }
 
+/// Regression: `iter_range` used to read the segment only up to `end`, so an `end` inside a
+/// message cut its frame short and the scan reported corruption (or, with less than a frame
+/// header left, silently skipped the message although it starts below `end`).
+#[test]
+fn iter_range_yields_the_message_that_end_falls_inside() {
+    let (_storage, log) = new_log();
+    let written: Vec<(Location, Vec<u8>)> = (0..100)
+        .map(|i| {
+            let bytes = vec![i as u8; 60];
+            (log.write(&bytes).unwrap(), bytes)
+        })
+        .collect();
+    log.flush().unwrap();
+    for (idx, (location, _)) in written.iter().enumerate().step_by(5) {
+        for into_frame in [1, 5, 40] {
+            let end = Lsn(location.lsn.0 + into_frame);
+            let seen: Vec<_> = log
+                .iter_range(Lsn(0), end)
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap_or_else(|error| panic!("end {end:?}: {error}"));
+            assert_eq!(seen, written[..=idx].to_vec(), "end {end:?}");
+        }
+    }
+}
+
+/// Regression: a made-up location used to overflow computing its frame's length (a panic in
+/// debug builds), or size the read buffer from its length (an allocation that can abort), or
+/// seal the current buffer to "write" a frame past the tip; each is `NoMessage` now.
+#[test]
+fn a_location_whose_frame_cannot_exist_is_no_message() {
+    let (_storage, log) = new_log();
+    let real = log.write(&message(1)).unwrap();
+    log.flush().unwrap();
+    let segment_len = tiny_config().segment_len_bytes;
+    let made_up = [
+        Location {
+            len_bytes: u64::MAX,
+            ..real
+        },
+        Location {
+            len_bytes: segment_len,
+            ..real
+        },
+        Location {
+            lsn: Lsn(real.lsn.0 + 100 * segment_len),
+            file_offset: real.file_offset,
+            ..real
+        },
+        Location {
+            lsn: Lsn(u64::MAX - 8),
+            ..real
+        },
+    ];
+    for location in made_up {
+        match log.read(location) {
+            Err(LogError::NoMessage { .. }) => {}
+            other => panic!("{location:?}: {other:?}"),
+        }
+    }
+    assert_eq!(log.read(real).unwrap(), message(1));
+}
+
 #[test]
 fn iter_from_starts_at_the_first_message_at_or_after_the_lsn() {
     let (_storage, log) = new_log();
