@@ -212,8 +212,8 @@ struct Outcome {
     blob_lsns: BTreeSet<Lsn>,
     /// Where the chain ends as an LSN.
     end_lsn: Lsn,
-    /// Frames were verified from here on: the release point, or the base of the segment
-    /// holding `scan_from` when that is higher (see [`OpenOptions::scan_from`]).
+    /// Frames were verified from here on: the base of the segment holding the release point,
+    /// or of the one holding `scan_from` when that is higher (see [`OpenOptions::scan_from`]).
     verified_from: Lsn,
 }
 

@@ -16,10 +16,11 @@ pub struct RecoveryReport {
     /// Messages (data frames and blob pointers) in the recovered log, from its release point
     /// (or from `verified_from`, when that is later) on.
     pub messages_recovered: u64,
-    /// Frames were verified from here on. Equal to `log_start` unless the open was asked to
-    /// verify only from a later point ([`crate::OpenOptions::scan_from`]): segments of the
-    /// log below it were checked by their header only, and `messages_recovered` counts only
-    /// the messages from here on.
+    /// Frames were verified from here on, a segment at a time: the first LSN of the segment
+    /// holding `log_start`, unless the open was asked to verify only from a later point
+    /// ([`crate::OpenOptions::scan_from`]), then of the segment holding that point. Segments
+    /// of the log below it were checked by their header only, and `messages_recovered`
+    /// counts only the messages from here on.
     pub verified_from: Lsn,
     /// Where the recovered log ends: the next LSN the log hands out.
     pub tip: Lsn,
