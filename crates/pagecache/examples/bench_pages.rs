@@ -68,10 +68,9 @@ const TARGET_SPACE_AMPLIFICATION: f64 = 1.5;
 
 const N_PAGES: u64 = 100_000;
 const FRAGMENT_LEN_BYTES: usize = 100;
-/// Big enough for every fragment of B1/B2 (100 000 pages, chains of at most 8 fragments).
+/// Big enough for every fragment of B1/B2 (100 000 pages, chains of at most 7 fragments).
 const LARGE_CACHE_BUDGET_BYTES: u64 = 1 << 30;
-/// About 6 % of P's pages: nearly every get pages in. (A budget of a few KiB makes every
-/// eviction pass walk most of the page table to find the few resident pages; see the report.)
+/// About 6 % of P's pages: nearly every get pages in.
 const TINY_CACHE_BUDGET_BYTES: u64 = MIB;
 
 /// How long and how large each step is; `--quick` shrinks everything.

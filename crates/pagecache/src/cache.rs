@@ -1031,12 +1031,11 @@ impl<M: Materializer> Inner<M> {
         meta.encode(&mut body);
         record::put_record_header(&mut body, RecordKind::Meta, PageId(0));
         let location = self.log.write(&body)?;
-        let old_len = if state.lsn == Lsn(0) && state.frame_len_bytes == 0 {
-            0
-        } else {
-            state.frame_len_bytes
-        };
-        self.account(0, location.frame_len_bytes() as i64 - old_len as i64);
+        // Before the first metadata record `frame_len_bytes` is 0: nothing is replaced.
+        self.account(
+            0,
+            location.frame_len_bytes() as i64 - state.frame_len_bytes as i64,
+        );
         state.meta = meta;
         state.lsn = location.lsn;
         state.frame_len_bytes = location.frame_len_bytes();

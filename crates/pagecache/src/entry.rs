@@ -99,8 +99,8 @@ pub(crate) enum Chain {
     Spilled(Box<[Location]>),
 }
 
-/// Fills the unused inline slots.
-const PLACEHOLDER: Location = Location {
+/// Fills slots that do not hold a location yet (the unused inline slots of a [`Chain`]).
+pub(crate) const PLACEHOLDER_LOCATION: Location = Location {
     lsn: Lsn(0),
     file_offset: 0,
     len_bytes: 0,
@@ -111,7 +111,7 @@ impl Chain {
     /// No locations (a freed page).
     pub(crate) const EMPTY: Chain = Chain::Inline {
         len: 0,
-        locations: [PLACEHOLDER; INLINE_LOCATIONS],
+        locations: [PLACEHOLDER_LOCATION; INLINE_LOCATIONS],
     };
 
     /// A chain of one location.
@@ -123,7 +123,7 @@ impl Chain {
     pub(crate) fn extended(locations: &[Location], last: Location) -> Chain {
         let len = locations.len() + 1;
         if len <= INLINE_LOCATIONS {
-            let mut inline = [PLACEHOLDER; INLINE_LOCATIONS];
+            let mut inline = [PLACEHOLDER_LOCATION; INLINE_LOCATIONS];
             inline[..locations.len()].copy_from_slice(locations);
             inline[locations.len()] = last;
             Chain::Inline {

@@ -81,8 +81,8 @@
 //!   kept if the page did not change meanwhile. A read never writes to the log and never
 //!   waits for a write: only values already durable are evicted.
 //! * **Cache.** Resident values are charged (`Materializer::size_in_bytes`) against
-//!   `cache_budget_bytes`. A CLOCK hand walks the page table when the budget is exceeded; a
-//!   hit only sets a bit in the entry (no lock, no list). Resident bytes stay within the budget
+//!   `cache_budget_bytes`. A CLOCK hand walks a ring of the resident pages when the budget is
+//!   exceeded; a hit only sets a bit in the entry (no lock, no list). Resident bytes stay within the budget
 //!   plus the values of pages written since the last sync (a page written to keeps its whole
 //!   merged value until the write is durable, not just the delta) plus what concurrent
 //!   readers page in at once. Outside the budget, every live page costs its entry (304 bytes

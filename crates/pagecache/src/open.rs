@@ -13,7 +13,7 @@ use recovery::{OpenOptions, RecoveryError, RecoveryReport, SnapshotInfo, Snapsho
 
 use crate::cache::{CleanerState, Inner, MetaState, PageCache};
 use crate::config::Config;
-use crate::entry::{Entry, PageState, Resident};
+use crate::entry::{Chain, Entry, PLACEHOLDER_LOCATION, PageState, Resident};
 use crate::error::{Error, Result};
 use crate::materializer::Materializer;
 use crate::metrics::Metrics;
@@ -191,7 +191,7 @@ impl<M: Materializer> PageCache<M> {
             }
         }
 
-        // Each page's chain is built once, at its final length, and moved into its entry.
+        // Each page's chain is laid out once, at its final length, and copied into its entry.
         let table = PageTable::new();
         let mut live_bytes = 0u64;
         let mut n_pages = 0u64;
@@ -200,10 +200,10 @@ impl<M: Materializer> PageCache<M> {
         let mut free_ids: VecDeque<(u64, Lsn)> = VecDeque::new();
         {
             let guard = epoch::pin();
-            for (pid, chain) in rebuild.into_chains() {
+            rebuild.for_each_chain(|pid, chain| {
                 let Some(chain) = chain else {
                     free_ids.push_back((pid, Lsn(0)));
-                    continue;
+                    return;
                 };
                 // A page still pointing below the log's start was freed: had it been live
                 // when its segment was cleaned, the cleaner would have rewritten it above the
@@ -212,9 +212,10 @@ impl<M: Materializer> PageCache<M> {
                 if chain.iter().any(|location| location.lsn < log_start) {
                     n_pages_dropped_as_freed += 1;
                     free_ids.push_back((pid, Lsn(0)));
-                    continue;
+                    return;
                 }
-                let entry = Entry::new(1, PageState::Live(chain.into(), Resident::Nothing));
+                let chain = Chain::from_slice(chain);
+                let entry = Entry::new(1, PageState::Live(chain, Resident::Nothing));
                 live_bytes += entry.live_bytes();
                 n_pages += 1;
                 let current = table.load(pid, &guard);
@@ -224,7 +225,7 @@ impl<M: Materializer> PageCache<M> {
                 {
                     unreachable!("no other thread touches the table during open");
                 }
-            }
+            });
         }
         let meta_frame_len = match meta_location {
             Some(location) => location.frame_len_bytes(),
@@ -315,7 +316,7 @@ struct PageFacts<'a> {
 }
 
 /// The page table as it is rebuilt at open: the snapshot's chains, read in place, and the
-/// replayed records in one flat list, so that each page's final chain is allocated once.
+/// replayed records in one flat list, so that each page's final chain is laid out once.
 #[derive(Default)]
 struct Rebuild<'a> {
     /// By page id, up to `next_pid`.
@@ -385,35 +386,48 @@ impl<'a> Rebuild<'a> {
         true
     }
 
-    /// Every page id below `next_pid` with its chain (oldest first), `None` for an id
-    /// with no page.
-    fn into_chains(self) -> impl Iterator<Item = (u64, Option<Vec<Location>>)> {
-        let mut chains: Vec<Vec<Location>> = self
+    /// Calls `f` with every page id below `next_pid` and its chain (oldest first), `None` for
+    /// an id with no page. Each page's final length is known (`n_slots`), so the chains are
+    /// laid out in one list: one allocation for the whole table, not one per page.
+    fn for_each_chain(self, mut f: impl FnMut(u64, Option<&[Location]>)) {
+        // `ends[pid]`: where the chain of `pid` ends in `flat` (it starts at the previous
+        // page's end); `filled[pid]`: where its next location goes.
+        let ends: Vec<usize> = self
             .pages
             .iter()
-            .map(|facts| {
-                let mut chain = Vec::with_capacity(facts.n_slots);
-                if facts.n_slots > 0
-                    && facts.restart.is_none()
-                    && let Some(page) = &facts.snapshot
-                {
-                    chain.extend(page.locations());
-                }
-                chain
+            .scan(0, |end, facts| {
+                *end += facts.n_slots;
+                Some(*end)
             })
             .collect();
-        for (index, (pid, kind, location)) in self.records.iter().enumerate() {
-            let pid = *pid as usize;
-            let facts = &self.pages[pid];
-            let from = facts.restart.unwrap_or(0);
-            if index >= from && *kind != RecordKind::Free {
-                chains[pid].push(*location);
+        let mut filled: Vec<usize> = (ends.iter().zip(&self.pages))
+            .map(|(end, facts)| end - facts.n_slots)
+            .collect();
+        let mut flat = vec![PLACEHOLDER_LOCATION; ends.last().copied().unwrap_or(0)];
+        let mut put = |pid: usize, location: Location| {
+            flat[filled[pid]] = location;
+            filled[pid] += 1;
+        };
+        for (pid, facts) in self.pages.iter().enumerate() {
+            if facts.n_slots > 0
+                && facts.restart.is_none()
+                && let Some(page) = &facts.snapshot
+            {
+                page.locations().for_each(|location| put(pid, location));
             }
         }
-        let next_pid = self.next_pid;
-        chains
-            .into_iter()
-            .zip(0..next_pid)
-            .map(|(chain, pid)| (pid, (!chain.is_empty()).then_some(chain)))
+        for (index, (pid, kind, location)) in self.records.iter().enumerate() {
+            let pid = *pid as usize;
+            let from = self.pages[pid].restart.unwrap_or(0);
+            if index >= from && *kind != RecordKind::Free {
+                put(pid, *location);
+            }
+        }
+        assert_eq!(filled, ends, "every chain is filled to its counted length");
+        let mut start = 0;
+        for (pid, &end) in (0..self.next_pid).zip(&ends) {
+            f(pid, (end > start).then(|| &flat[start..end]));
+            start = end;
+        }
     }
 }
