@@ -11,6 +11,14 @@
 //! a later state of the same life, and no page unless allowed (see `page_check.rs`). What that
 //! verification found is the starting point of the next kill.
 //!
+//! A gap of that check: a value depends on its key and sequence number only, and the next
+//! child continues a key at the sequence number after what recovery kept. So if a write cut
+//! by recovery came back later in the same life, it would equal the next child's write of that
+//! number and pass. The `log` loop's exact run lengths check that a cut message stays gone;
+//! for pages, the page cache's own crash tests (`crates/pagecache/tests/model.rs`,
+//! `crash_sweep.rs`) require the recovered state to be a prefix of the acknowledged history
+//! after every crash.
+//!
 //! With `log`, the child appends messages of run `RUN` and, *after* each durability call returns, prints
 //! `ack THREAD SEQ` on stdout, a pipe the parent reads: seqs `0..=SEQ` of that thread are
 //! durable. The parent may miss the last acknowledgements (the kill can land between the call
@@ -21,8 +29,9 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
+use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -151,7 +160,7 @@ pub fn run_loop(
         .map_err(|e| Error::io("finding this program's executable to re-run it", e))?;
     for kill_idx in 0..n_kills {
         let run = existing.run + kill_idx;
-        let mut child = Command::new(&exe)
+        let child = Command::new(&exe)
             .arg("log")
             .arg("--dir")
             .arg(&target.dir)
@@ -166,27 +175,10 @@ pub fn run_loop(
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| Error::io(format!("starting the child {}", exe.display()), e))?;
-        let stdout_reader = read_all(child.stdout.take());
-        let stderr_reader = read_all(child.stderr.take());
         let kill_within_ms = cli.kill_within_ms();
         let kill_after = Duration::from_millis(rng.between(kill_within_ms / 10, kill_within_ms));
-        let killed = kill_at(&mut child, kill_after)?;
-        let stdout = stdout_reader.join().unwrap_or_default();
-        let stderr = stderr_reader.join().unwrap_or_default();
-        let status = child
-            .wait()
-            .map_err(|e| Error::io("waiting for the child", e))?;
-        if !killed {
-            report.exited_before_kill += 1;
-            if !status.success() {
-                return Err(Error::CrashLoop(format!(
-                    "the child of run {run} failed on its own ({status}): {}",
-                    stderr.trim().replace('\n', " ")
-                )));
-            }
-        } else {
-            report.kills += 1;
-        }
+        let (killed, stdout) =
+            run_until_killed(child, kill_after, &mut report, &format!("run {run}"))?;
         let acked = parse_acks(&stdout, cli.threads).map_err(Error::CrashLoop)?;
         let n_acked: u64 = acked.iter().sum();
         report.acked_durable += n_acked;
@@ -292,7 +284,7 @@ fn run_pages_loop(
     let exe = std::env::current_exe()
         .map_err(|e| Error::io("finding this program's executable to re-run it", e))?;
     for kill_idx in 0..n_kills {
-        let mut child = Command::new(&exe)
+        let child = Command::new(&exe)
             .arg("pages")
             .arg("--dir")
             .arg(&target.dir)
@@ -311,27 +303,9 @@ fn run_pages_loop(
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| Error::io(format!("starting the child {}", exe.display()), e))?;
-        let stdout_reader = read_all(child.stdout.take());
-        let stderr_reader = read_all(child.stderr.take());
         let kill_after = Duration::from_millis(rng.between(kill_within_ms / 10, kill_within_ms));
-        let killed = kill_at(&mut child, kill_after)?;
-        let stdout = stdout_reader.join().unwrap_or_default();
-        let stderr = stderr_reader.join().unwrap_or_default();
-        let status = child
-            .wait()
-            .map_err(|e| Error::io("waiting for the child", e))?;
-        if killed {
-            report.kills += 1;
-        } else {
-            report.exited_before_kill += 1;
-            if !status.success() {
-                return Err(Error::CrashLoop(format!(
-                    "the child of kill {} failed on its own ({status}): {}",
-                    kill_idx + 1,
-                    stderr.trim().replace('\n', " ")
-                )));
-            }
-        }
+        let which = format!("kill {}", kill_idx + 1);
+        let (killed, stdout) = run_until_killed(child, kill_after, &mut report, &which)?;
         let n_reports = model.apply_text(&stdout).map_err(Error::CrashLoop)?;
         report.acked_durable += n_reports;
 
@@ -410,9 +384,41 @@ fn read_all(pipe: Option<impl Read + Send + 'static>) -> thread::JoinHandle<Stri
     })
 }
 
-/// Waits `after`, then kills the child with SIGKILL (`Child::kill` on Unix). Returns whether it
-/// was killed (false: it had already ended).
-fn kill_at(child: &mut Child, after: Duration) -> Result<bool, Error> {
+/// Lets `child` run for `kill_after`, then kills it ([`kill_at`]); counts in `report` whether
+/// the kill ended it, and returns that and what it printed on stdout. A child that ended on
+/// its own must have succeeded (`which` names it in the error).
+fn run_until_killed(
+    mut child: Child,
+    kill_after: Duration,
+    report: &mut CrashLoopReport,
+    which: &str,
+) -> Result<(bool, String), Error> {
+    let stdout_reader = read_all(child.stdout.take());
+    let stderr_reader = read_all(child.stderr.take());
+    kill_at(&mut child, kill_after)?;
+    let stdout = stdout_reader.join().unwrap_or_default();
+    let stderr = stderr_reader.join().unwrap_or_default();
+    let status = child
+        .wait()
+        .map_err(|e| Error::io("waiting for the child", e))?;
+    if was_killed(status) {
+        report.kills += 1;
+        return Ok((true, stdout));
+    }
+    report.exited_before_kill += 1;
+    if !status.success() {
+        return Err(Error::CrashLoop(format!(
+            "the child of {which} failed on its own ({status}): {}",
+            stderr.trim().replace('\n', " ")
+        )));
+    }
+    Ok((false, stdout))
+}
+
+/// Waits `after` (or until the child ends on its own), then kills the child with SIGKILL
+/// (`Child::kill` on Unix) if it still runs. Whether the kill is what ended it, the caller
+/// learns from the exit status ([`was_killed`]).
+fn kill_at(child: &mut Child, after: Duration) -> Result<(), Error> {
     let started = Instant::now();
     while started.elapsed() < after {
         if child
@@ -420,16 +426,27 @@ fn kill_at(child: &mut Child, after: Duration) -> Result<bool, Error> {
             .map_err(|e| Error::io("checking on the child", e))?
             .is_some()
         {
-            return Ok(false);
+            return Ok(());
         }
         thread::sleep(Duration::from_millis(2));
     }
     match child.kill() {
-        Ok(()) => Ok(true),
-        // It ended between the last check and the kill.
-        Err(error) if error.kind() == std::io::ErrorKind::InvalidInput => Ok(false),
+        Ok(()) => Ok(()),
+        // It ended between the last check and the kill (older toolchains report that so).
+        Err(error) if error.kind() == std::io::ErrorKind::InvalidInput => Ok(()),
         Err(error) => Err(Error::io("killing the child", error)),
     }
+}
+
+/// Whether the child ended by the SIGKILL of [`kill_at`], rather than on its own.
+///
+/// Fix: this used to be whether `Child::kill` succeeded, but it also succeeds on a child that
+/// exited (and was not yet waited for) in the moment before the kill, so such a child was
+/// counted as killed and its exit status, even a failure, never checked.
+fn was_killed(status: ExitStatus) -> bool {
+    /// SIGKILL's number on every Unix this runs on.
+    const SIGKILL: i32 = 9;
+    status.signal() == Some(SIGKILL)
 }
 
 /// The child's side: run the workload on `--dir` until killed, reporting on stdout.
@@ -509,6 +526,22 @@ mod tests {
         assert!(parse_acks("ack 0\n", 1).is_err());
         assert!(parse_acks("ack 4 1\n", 2).is_err());
         assert!(parse_acks("ack x 1\n", 2).is_err());
+    }
+
+    #[test]
+    fn a_child_that_failed_just_before_the_kill_is_not_counted_as_killed() {
+        // By the kill it has exited, but nobody waited for it yet: `Child::kill` still
+        // succeeds on it, which is what used to count it as killed.
+        let mut failed = Command::new("sh").args(["-c", "exit 3"]).spawn().unwrap();
+        thread::sleep(Duration::from_millis(300));
+        kill_at(&mut failed, Duration::ZERO).unwrap();
+        let status = failed.wait().unwrap();
+        assert!(!was_killed(status), "{status}");
+        assert_eq!(status.code(), Some(3));
+
+        let mut running = Command::new("sleep").arg("10").spawn().unwrap();
+        kill_at(&mut running, Duration::ZERO).unwrap();
+        assert!(was_killed(running.wait().unwrap()));
     }
 
     #[test]

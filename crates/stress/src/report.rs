@@ -130,7 +130,8 @@ pub struct RunReport {
     pub opened: RecoveryReport,
     /// What the first open of the page cache did, for `pages`.
     pub opened_page_cache: Option<PageCacheOpen>,
-    /// Wall time of the measured part.
+    /// Wall time of the measured part (for `pages`, the load and the mix: the payload, syncs
+    /// and sync time below are counted over both).
     pub elapsed_secs: f64,
     /// Figures per operation kind.
     pub ops: Vec<OpStats>,
