@@ -558,9 +558,10 @@ impl<M: Materializer> Drop for PageCache<M> {
     }
 }
 
-/// Whether the cleaner looks up the page of a record of this kind.
-fn cleaner_looks_up(kind: RecordKind) -> bool {
-    matches!(kind, RecordKind::Base | RecordKind::Delta)
+/// Whether a record of this kind can be the first of a page's chain, which is what the
+/// cleaner looks for (see [`Inner::clean_some`]).
+fn starts_chain(kind: RecordKind) -> bool {
+    kind == RecordKind::Base
 }
 
 /// A record's bytes: its header and the encoded fragment, in this thread's scratch buffer.
@@ -1295,6 +1296,15 @@ impl<M: Materializer> Inner<M> {
     /// Examines at most `budget` records of the oldest segment while cleaning is wanted;
     /// returns how many it examined (0 when there was nothing it could do yet).
     ///
+    /// Only base records send the cleaner to the page table. Every chain starts with a base
+    /// (an allocation, a `replace`, a consolidation or a relocation; a delta only extends a
+    /// chain), and cleaning goes in log order, so when this segment's turn comes every page
+    /// whose chain starts in an older segment has been moved already: a page that uses this
+    /// segment at all has its chain's base here. A delta here either belongs to such a page,
+    /// which its base's turn moves, or is dead. Under links most records are deltas, and
+    /// looking each one up was two loads from cold memory (its slot and its entry) to learn
+    /// what its base's turn decides anyway. Debug builds check the consequence after every
+    /// segment (`assert_no_chain_below`).
     fn clean_some(&self, state: &mut CleanerState, budget: u32) -> Result<u32> {
         let geometry = self.log.config().geometry();
         let segment_len = geometry.segment_len_bytes();
@@ -1337,7 +1347,7 @@ impl<M: Materializer> Inner<M> {
                 n_prefetched = self.prefetch_pending(&state.pending, n_left as usize);
             }
             if let Some(&(location, kind, pid)) = state.pending.last() {
-                if cleaner_looks_up(kind) {
+                if starts_chain(kind) {
                     self.relocate(pid, location.lsn, segment_end)?;
                 }
                 // Only now, so a relocation that failed (a read error paging the chain in)
@@ -1379,20 +1389,20 @@ impl<M: Materializer> Inner<M> {
         let batch = &pending[pending.len().saturating_sub(n)..];
         let guard = epoch::pin();
         for (_, kind, pid) in batch {
-            if cleaner_looks_up(*kind) {
+            if starts_chain(*kind) {
                 self.table.prefetch_slot(pid.0, &guard);
             }
         }
         for (_, kind, pid) in batch {
-            if cleaner_looks_up(*kind) {
+            if starts_chain(*kind) {
                 table::prefetch(self.table.load(pid.0, &guard).as_raw());
             }
         }
         batch.len()
     }
 
-    /// Checks what cleaning a segment relies on: once every record below `segment_end` has
-    /// been examined, no live page's chain starts below it. A walk of the whole table
+    /// Checks what cleaning a segment relies on: once every base record below `segment_end`
+    /// has been examined, no live page's chain starts below it. A walk of the whole table
     /// per cleaned segment, so only in debug builds (the tests run with tiny segments and
     /// few pages).
     #[cfg(debug_assertions)]

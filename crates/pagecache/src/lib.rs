@@ -96,8 +96,10 @@
 //!   bytes. One write cleans at a time and the others go on; the further the span runs past
 //!   the target, the more the cleaning write examines (twice as much per quarter segment),
 //!   and a whole segment past it the others wait for their share, so many writers cannot
-//!   outrun the cleaning. The cleaner prefetches the table slots and entries of the records
-//!   it is about to examine. A released segment is reused once a later segment header recording the release
+//!   outrun the cleaning. Only base records send the cleaner to the page table: a page that
+//!   uses the oldest segment has its chain's base there (chains start with a base, and older
+//!   segments were cleaned before). The cleaner prefetches the table slots and entries of
+//!   the bases it is about to examine. A released segment is reused once a later segment header recording the release
 //!   is durable (the log asks its flusher for a sync as soon as such a header starts), so the
 //!   file is that span plus a fixed part: the segment being written, the one being cleaned
 //!   and what was written since the last sync. With the default target (1.3) and 2 MiB
