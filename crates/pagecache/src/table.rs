@@ -94,6 +94,9 @@ pub(crate) fn prefetch<X>(ptr: *const X) {
     let _ = ptr;
 }
 
+/// How many slots ahead [`PageTable::for_each_in`] prefetches entries.
+const WALK_PREFETCH_DISTANCE: usize = 8;
+
 /// Bytes of one node of any level (all levels hold pointer-sized slots).
 const NODE_BYTES: usize = FANOUT * size_of::<Atomic<u8>>();
 
@@ -246,7 +249,13 @@ impl<T: Send + Sync + 'static> PageTable<T> {
             };
             let leaf_end = to.min((pid | INDEX_MASK) + 1);
             let n_slots = (leaf_end - pid) as usize;
-            for (offset, slot) in leaf[leaf_idx..leaf_idx + n_slots].iter().enumerate() {
+            let slots = &leaf[leaf_idx..leaf_idx + n_slots];
+            for (offset, slot) in slots.iter().enumerate() {
+                // Entries lie anywhere in memory; start loading the one a few slots ahead so
+                // the walk waits for several at once rather than for each in turn.
+                if let Some(ahead) = slots.get(offset + WALK_PREFETCH_DISTANCE) {
+                    prefetch(ahead.load(Ordering::Relaxed, guard).as_raw());
+                }
                 let entry = slot.load(Ordering::Acquire, guard);
                 if !entry.is_null() {
                     f(pid + offset as u64, entry);
