@@ -115,7 +115,7 @@ pub struct Stats {
 pub(crate) struct CleanerState {
     /// Records of the segment at the cleaning cursor ([`Inner::clean_cursor`]) still to
     /// examine, last first.
-    pending: Vec<(Location, RecordKind, PageId)>,
+    pending: Vec<(RecordKind, PageId)>,
     /// The end of the segment `pending` came from (`None` when nothing is loaded).
     loaded_segment_end: Option<Lsn>,
 }
@@ -1332,7 +1332,7 @@ impl<M: Materializer> Inner<M> {
                     let mut iter = self.log.iter_range(cursor, end)?;
                     while let Some(item) = iter.next_with(|location, bytes| {
                         record::decode_record(bytes)
-                            .map(|(kind, pid, _)| (location, kind, pid))
+                            .map(|(kind, pid, _)| (kind, pid))
                             .map_err(|reason| Error::corruption(None, Some(location.lsn), reason))
                     }) {
                         records.push(item??);
@@ -1346,9 +1346,9 @@ impl<M: Materializer> Inner<M> {
             if n_prefetched == 0 {
                 n_prefetched = self.prefetch_pending(&state.pending, n_left as usize);
             }
-            if let Some(&(location, kind, pid)) = state.pending.last() {
+            if let Some(&(kind, pid)) = state.pending.last() {
                 if starts_chain(kind) {
-                    self.relocate(pid, location.lsn, segment_end)?;
+                    self.relocate(pid, segment_end)?;
                 }
                 // Only now, so a relocation that failed (a read error paging the chain in)
                 // is tried again by the next write's share: taking the record first let
@@ -1378,22 +1378,23 @@ impl<M: Materializer> Inner<M> {
         Ok(budget - n_left)
     }
 
-    /// Starts loading the table slots, then the entries, of the next `n` records the cleaner
-    /// will examine (the end of `pending`) and returns how many that is. Each record needs
-    /// its page's slot and entry, two dependent loads from memory that is cold (the pages of a
-    /// segment's records are spread over the whole table), and examining one record at a time
-    /// waits for each in turn (about 7 % of the samples of a link-only loop at the default
-    /// space target went to that one comparison). Batched like this, the loads of a batch
-    /// overlap, and the cleaner's share of those samples fell from 9.7 % to 4.3 %.
-    fn prefetch_pending(&self, pending: &[(Location, RecordKind, PageId)], n: usize) -> usize {
+    /// Starts loading the table slots, then the entries, of the bases among the next `n`
+    /// records the cleaner will examine (the end of `pending`) and returns how many records
+    /// that is. Each base needs its page's slot and entry, two dependent loads from memory
+    /// that is cold (the pages of a segment's records are spread over the whole table), and
+    /// examining one record at a time waits for each in turn (when every record was looked
+    /// up, about 7 % of the samples of a link-only loop at the default space target went to
+    /// that one comparison). Batched like this, the loads of a batch overlap, and the
+    /// cleaner's share of those samples fell from 9.7 % to 4.3 %.
+    fn prefetch_pending(&self, pending: &[(RecordKind, PageId)], n: usize) -> usize {
         let batch = &pending[pending.len().saturating_sub(n)..];
         let guard = epoch::pin();
-        for (_, kind, pid) in batch {
+        for (kind, pid) in batch {
             if starts_chain(*kind) {
                 self.table.prefetch_slot(pid.0, &guard);
             }
         }
-        for (_, kind, pid) in batch {
+        for (kind, pid) in batch {
             if starts_chain(*kind) {
                 table::prefetch(self.table.load(pid.0, &guard).as_raw());
             }
@@ -1421,20 +1422,17 @@ impl<M: Materializer> Inner<M> {
             });
     }
 
-    /// Rewrites `pid` as one merged base at the tip if its chain still uses the record at
-    /// `lsn` (or anything else below `below`). Keeps the page's version.
-    fn relocate(&self, pid: PageId, lsn: Lsn, below: Lsn) -> Result<()> {
+    /// Rewrites `pid` as one merged base at the tip if its chain still uses anything below
+    /// `below` (the end of the segment being cleaned). Keeps the page's version.
+    fn relocate(&self, pid: PageId, below: Lsn) -> Result<()> {
         loop {
             let guard = epoch::pin();
             let current = self.table.load(pid.0, &guard);
             let Some(entry) = entry_ref(current) else {
                 return Ok(());
             };
-            // The record at `lsn` is below `below` (it is in the segment being cleaned), so
-            // the chain uses it or anything else there exactly when its oldest fragment is
-            // below `below`: one field of the entry, not a walk of the chain (a freed page's
-            // oldest LSN is the largest there is).
-            debug_assert!(lsn < below);
+            // One field of the entry, not a walk of the chain (a freed page's oldest LSN is
+            // the largest there is).
             if entry.oldest_lsn() >= below {
                 return Ok(());
             }

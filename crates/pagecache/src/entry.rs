@@ -155,16 +155,6 @@ impl Chain {
     }
 }
 
-impl From<Vec<Location>> for Chain {
-    fn from(locations: Vec<Location>) -> Chain {
-        if locations.len() <= INLINE_LOCATIONS {
-            Chain::from_slice(&locations)
-        } else {
-            Chain::Spilled(locations.into_boxed_slice())
-        }
-    }
-}
-
 /// What a page is, to build an entry from.
 // Built once per new entry and moved into it; boxing the chain would bring back the
 // allocation `Chain` exists to avoid.
@@ -425,7 +415,7 @@ mod tests {
         let merged = Entry::new(
             3,
             PageState::Live(
-                vec![location(300), location(100), location(200)].into(),
+                Chain::from_slice(&[location(300), location(100), location(200)]),
                 Resident::Merged(Charged {
                     value: 7u32,
                     size_bytes: 40,
@@ -442,7 +432,7 @@ mod tests {
         let some = Entry::new(
             3,
             PageState::Live(
-                vec![location(100), location(200)].into(),
+                Chain::from_slice(&[location(100), location(200)]),
                 Resident::Fragments(vec![
                     None,
                     Some(Charged {
@@ -458,7 +448,7 @@ mod tests {
         // No resident fragment at all is stored as nothing resident.
         let none = Entry::<u32>::new(
             3,
-            PageState::Live(vec![location(100)].into(), Resident::Fragments(vec![None])),
+            PageState::Live(Chain::one(location(100)), Resident::Fragments(vec![None])),
         );
         assert!(matches!(none.resident(), Resident::Nothing));
         assert_eq!(none.resident_bytes(), 0);
@@ -475,13 +465,9 @@ mod tests {
         for len in 0..=all.len() {
             let locations = &all[..len];
             let spilled = len > INLINE_LOCATIONS;
-            for chain in [
-                Chain::from_slice(locations),
-                Chain::from(locations.to_vec()),
-            ] {
-                assert_eq!(chain.as_slice(), locations, "length {len}");
-                assert_eq!(matches!(chain, Chain::Spilled(_)), spilled, "length {len}");
-            }
+            let chain = Chain::from_slice(locations);
+            assert_eq!(chain.as_slice(), locations, "length {len}");
+            assert_eq!(matches!(chain, Chain::Spilled(_)), spilled, "length {len}");
             if let Some((last, rest)) = locations.split_last() {
                 assert_eq!(Chain::extended(rest, *last).as_slice(), locations);
             }
