@@ -808,48 +808,42 @@ impl Ring {
     /// from any header of the chain, and a header below the stable LSN is in the chain (the
     /// chain can only be cut after it), so the header being durable is what counts.
     fn after_stable(&self, stable: Lsn) -> Result<()> {
-        let mut newly_durable_release = None;
-        let previous = {
+        let newly_durable_release = {
             let mut open = lock(&self.open_segments);
-            let previous = self.release_durable();
-            // Each release is published in `release_durable` before the accountant may hand
-            // the segments below it out again: a read trusts a remembered salt only for a
-            // location at or above `release_durable` (see `Log::verify_frame`), so no segment
-            // may be reused while that point still lies below it.
-            let publish = |release: Lsn| {
-                self.release_durable.fetch_max(release.0, Ordering::AcqRel);
-            };
+            // The newest release point recorded in a header that is durable now: those of
+            // the segments wholly below `stable`, and that of the oldest segment still open
+            // if its header is.
+            let mut durable_release = None;
             while let Some(front) = open.front().copied() {
                 if front.end_lsn > stable {
                     break;
                 }
                 open.pop_front();
-                publish(front.log_start_in_header);
-                self.with_accountant(|accountant| {
-                    accountant.deactivate(front.segment)?;
-                    accountant.release_before(front.log_start_in_header);
-                    Ok::<_, segment::SegmentError>(())
-                })
-                .map_err(|error| self.poison(LogError::Segment(error)))?;
-                newly_durable_release = Some(front.log_start_in_header);
+                self.with_accountant(|accountant| accountant.deactivate(front.segment))
+                    .map_err(|error| self.poison(LogError::Segment(error)))?;
+                durable_release = durable_release.max(Some(front.log_start_in_header));
             }
-            // The oldest segment still open: its header may be durable already.
             if let Some(front) = open.front().copied() {
                 let header_end =
                     front.end_lsn.0 - self.config.segment_len_bytes() + SEGMENT_HEADER_LEN;
-                if header_end <= stable.0 && front.log_start_in_header > self.release_durable() {
-                    publish(front.log_start_in_header);
-                    self.with_accountant(|accountant| {
-                        accountant.release_before(front.log_start_in_header);
-                    });
-                    newly_durable_release = Some(front.log_start_in_header);
+                if header_end <= stable.0 {
+                    durable_release = durable_release.max(Some(front.log_start_in_header));
                 }
             }
-            previous
+            let previous = self.release_durable();
+            let newly_durable_release = durable_release.filter(|&release| release > previous);
+            if let Some(release) = newly_durable_release {
+                // Published in `release_durable` before the accountant may hand the segments
+                // below it out again: a read trusts a remembered salt only for a location at
+                // or above `release_durable` (see `Log::verify_frame`), so no segment may be
+                // reused while that point still lies below it. (`deactivate` above frees only
+                // below the accountant's older release point, published already.)
+                self.release_durable.fetch_max(release.0, Ordering::AcqRel);
+                self.with_accountant(|accountant| accountant.release_before(release));
+            }
+            newly_durable_release
         };
-        if let Some(release) = newly_durable_release
-            && release > previous
-        {
+        if let Some(release) = newly_durable_release {
             self.delete_blobs_below(release);
             self.truncate_free_tail()?;
         }
