@@ -202,9 +202,10 @@ impl ValidLogConfig {
         self.config.n_io_bufs
     }
     /// How many segments the ring's buffers can have writes in flight to at once: the
-    /// segments `n_io_bufs` buffers can span, plus one for a buffer straddling a segment's
-    /// start, and never more than one per buffer. The segment accountant protects this many
-    /// of the most recently handed-out segments from reuse.
+    /// segments `n_io_bufs` buffers can span, plus one because the buffers in flight may
+    /// begin and end partway through a segment, and never more than one per buffer. The
+    /// segment accountant protects this many of the most recently handed-out segments from
+    /// reuse.
     ///
     /// Fix: the log used to protect `n_io_bufs` segments, as if every buffer could be in a
     /// segment of its own; with the defaults (8 buffers of 1 MiB, 8 MiB segments) that kept

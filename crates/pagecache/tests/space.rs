@@ -154,10 +154,10 @@ fn uniform_overwrites_keep_the_file_within_one_and_a_half_times_live() {
 }
 
 /// Regression: the cleaner's floor on the log span was `n_io_bufs + 2` whole segments, as if
-/// each buffer could hold a segment open. With segments much larger than the ring (the
-/// defaults: 8 buffers of 1 MiB, 8 MiB segments) that floor alone was larger than the space
-/// target: here it would be 10 segments of 256 KiB (2.5 MiB) for about 1.3 MiB live, and the
-/// span stayed at 1.87x live. The floor is now the segments the ring can cover (one) plus two.
+/// each buffer could hold a segment open. With segments much larger than the ring (here 8
+/// buffers of 8 KiB and 256 KiB segments) that floor alone was larger than the space target:
+/// 10 segments of 256 KiB (2.5 MiB) for about 1.3 MiB live, and the span stayed at 1.87x
+/// live. The floor is now the segments the ring can cover (one) plus two.
 #[test]
 fn segments_larger_than_the_ring_do_not_hold_the_span_above_the_target() {
     let config = Config::builder()

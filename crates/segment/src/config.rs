@@ -24,9 +24,9 @@ pub enum AccountingMode {
 pub struct AccountantConfig {
     /// The segment length and conversions.
     pub geometry: Geometry,
-    /// The IO buffer ring size: the last this-many segments handed out are not handed out
-    /// again, so that recovery can tell a lost segment from one that was never written when
-    /// buffers reach the disk out of order.
+    /// How many segments the IO buffer ring can have writes in flight to: the last this-many
+    /// segments handed out are not handed out again, so that recovery can tell a lost segment
+    /// from one that was never written when buffers reach the disk out of order.
     pub n_recent_protected: u32,
     /// Inactive segments with fewer live bytes than this fraction of the segment length are
     /// cleaning candidates. Must lie in `0.0..=1.0`. Ignored for plain logs.

@@ -14,9 +14,10 @@
 //!   store, it holds no live fragment *and* every write that replaced one of its fragments is
 //!   stable. Bytes made dead by a write stored in segment T stay "dying" (counted, blocking
 //!   reuse) until T is deactivated.
-//! - **Recent segments are not reused.** The last `n_recent_protected` segments handed out (the
-//!   IO buffer ring size) are not handed out again, so recovery can tell a lost segment from
-//!   one that was never written when buffers reach the disk out of order.
+//! - **Recent segments are not reused.** The last `n_recent_protected` segments handed out (as
+//!   many as the IO buffer ring can have writes in flight to) are not handed out again, so
+//!   recovery can tell a lost segment from one that was never written when buffers reach the
+//!   disk out of order.
 //! - **Exact live bytes.** Per-segment live bytes are the exact sum of the current fragments'
 //!   lengths; cleaning works on bytes, not page counts.
 //! - **Distinct LSNs.** Every segment in use holds a distinct, segment-aligned base LSN.
