@@ -212,8 +212,11 @@ impl Worked {
             if latencies.count() == 0 {
                 continue;
             }
+            // Loads happen in the load phase and flushes in both; every other kind in the mix.
             let over = if idx == Kind::Load as usize {
                 self.load_elapsed
+            } else if idx == Kind::Flush as usize {
+                self.load_elapsed + self.elapsed
             } else {
                 self.elapsed
             };
