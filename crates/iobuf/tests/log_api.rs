@@ -29,6 +29,14 @@ fn new_log() -> (SimStorage, Log) {
     (storage, log)
 }
 
+/// Writes each message and returns where it went, with its bytes.
+fn write_each(log: &Log, messages: impl IntoIterator<Item = Vec<u8>>) -> Vec<(Location, Vec<u8>)> {
+    messages
+        .into_iter()
+        .map(|bytes| (log.write(&bytes).unwrap(), bytes))
+        .collect()
+}
+
 #[test]
 fn messages_read_back_exactly_across_buffer_and_segment_rolls() {
     let (_storage, log) = new_log();
@@ -62,9 +70,7 @@ fn messages_read_back_exactly_across_buffer_and_segment_rolls() {
 #[test]
 fn next_with_lends_each_message_that_next_would_copy() {
     let (_storage, log) = new_log();
-    let written: Vec<(Location, Vec<u8>)> = (0..300)
-        .map(|i| (log.write(&message(i)).unwrap(), message(i)))
-        .collect();
+    let written = write_each(&log, (0..300).map(message));
     log.flush().unwrap();
     let mut iter = log.iter_from(Lsn(0)).unwrap();
     let mut lent = Vec::new();
@@ -83,12 +89,8 @@ fn next_with_lends_each_message_that_next_would_copy() {
 fn iter_range_reads_nothing_past_its_end() {
     let (storage, log) = new_log();
     let segment_len = tiny_config().segment_len_bytes;
-    let written: Vec<(Location, Vec<u8>)> = (0..100)
-        .map(|i| {
-            let bytes = vec![i as u8; 60]; // inline: no blob file to read
-            (log.write(&bytes).unwrap(), bytes)
-        })
-        .collect();
+    // Inline: no blob file to read.
+    let written = write_each(&log, (0..100).map(|i| vec![i as u8; 60]));
     log.flush().unwrap();
     assert!(
         written.last().unwrap().0.lsn.0 > 2 * segment_len,
@@ -131,12 +133,7 @@ fn iter_range_reads_nothing_past_its_end() {
 #[test]
 fn iter_range_yields_the_message_that_end_falls_inside() {
     let (_storage, log) = new_log();
-    let written: Vec<(Location, Vec<u8>)> = (0..100)
-        .map(|i| {
-            let bytes = vec![i as u8; 60];
-            (log.write(&bytes).unwrap(), bytes)
-        })
-        .collect();
+    let written = write_each(&log, (0..100).map(|i| vec![i as u8; 60]));
     log.flush().unwrap();
     for (idx, (location, _)) in written.iter().enumerate().step_by(5) {
         for into_frame in [1, 5, 40] {
@@ -579,12 +576,7 @@ fn any_failed_storage_call_poisons_the_log() {
 #[test]
 fn read_with_sees_what_read_returns_and_nests() {
     let (_storage, log) = new_log();
-    let written: Vec<(Location, Vec<u8>)> = (0..300)
-        .map(|i| {
-            let bytes = message(i);
-            (log.write(&bytes).unwrap(), bytes)
-        })
-        .collect();
+    let written = write_each(&log, (0..300).map(message));
     assert!(written.iter().any(|(l, _)| l.stored == Stored::Blob));
     for pair in written.windows(2) {
         let [(outer, outer_bytes), (inner, inner_bytes)] = pair else {
@@ -611,12 +603,7 @@ fn read_with_sees_what_read_returns_and_nests() {
 fn a_read_after_its_segment_was_reused_is_no_message_even_with_the_salt_remembered() {
     let (_storage, log) = new_log();
     let segment_len = tiny_config().segment_len_bytes;
-    let old: Vec<(Location, Vec<u8>)> = (0..20)
-        .map(|i| {
-            let bytes = vec![i as u8; 40];
-            (log.write(&bytes).unwrap(), bytes)
-        })
-        .collect();
+    let old = write_each(&log, (0..20).map(|i| vec![i as u8; 40]));
     log.flush().unwrap();
     // Read them all: their segments' salts are now remembered.
     for (location, bytes) in &old {

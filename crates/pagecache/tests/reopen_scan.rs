@@ -8,7 +8,7 @@ mod common;
 use std::sync::Arc;
 
 use common::Concat;
-use iobuf::format::SegmentHeader;
+use iobuf::format::{FRAME_HEADER_LEN, SegmentHeader};
 use iobuf::storage::{SimStorage, Storage};
 use iobuf::{DATA_FILE_NAME, Lsn};
 use pagecache::{Config, Error, PageCache, PageId};
@@ -85,8 +85,8 @@ fn build() -> Store {
 
 fn damage_fragment(storage: &SimStorage, lsn: Lsn) {
     let mut data = storage.read_file(DATA_FILE_NAME).expect("data file");
-    // Frame header (24 bytes), record header (9), then the fragment.
-    let offset = frame_offset(&data, lsn) + 24 + 9 + 5;
+    // The frame header, the page cache's record header (9 bytes), then the fragment.
+    let offset = frame_offset(&data, lsn) + FRAME_HEADER_LEN + 9 + 5;
     data[offset as usize] ^= 0x04;
     storage.write_file_raw(DATA_FILE_NAME, &data);
 }
