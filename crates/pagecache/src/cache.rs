@@ -8,7 +8,7 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use crossbeam_epoch::{self as epoch, Guard, Shared};
-use iobuf::{Location, Log, LogMetrics, Lsn, PageId};
+use iobuf::{Geometry, Log, LogMetrics, Lsn, PageId, Reservation};
 use recovery::SnapshotStore;
 
 use crate::config::Config;
@@ -16,6 +16,7 @@ use crate::entry::{
     Chain, Charged, Entry, PageState, Resident, Version, entry_ref, new_owned, park, retire,
 };
 use crate::error::{Error, Result};
+use crate::location::{MAX_RECORD_LEN_BYTES, PackedLocation};
 use crate::materializer::Materializer;
 use crate::metrics::Metrics;
 use crate::record::{self, Meta, RECORD_HEADER_LEN, RecordKind};
@@ -250,9 +251,7 @@ impl<M: Materializer> PageCache<M> {
                     "page {pid} came off the free list or the fresh counter but is live"
                 ),
             };
-            let mut reservation = inner.log.reserve(body.len())?;
-            reservation.buffer_mut().copy_from_slice(&body);
-            let location = reservation.location();
+            let (reservation, location) = inner.reserve_record(&body)?;
             let merged = Charged {
                 value: fragment.take().expect("given back by a lost CAS"),
                 size_bytes: size,
@@ -274,7 +273,7 @@ impl<M: Materializer> PageCache<M> {
                         PageId(pid),
                         Written {
                             version: Version(version),
-                            lsn: location.lsn,
+                            lsn: location.lsn(),
                         },
                     ));
                 }
@@ -771,9 +770,7 @@ impl<M: Materializer> Inner<M> {
             // starts it over.
             let replaces_chain = kind != RecordKind::Delta || consolidated_body.is_some();
             let record_bytes: &[u8] = consolidated_body.as_ref().unwrap_or(&body);
-            let mut reservation = self.log.reserve(record_bytes.len())?;
-            reservation.buffer_mut().copy_from_slice(record_bytes);
-            let location = reservation.location();
+            let (reservation, location) = self.reserve_record(record_bytes)?;
             let version = old.version + 1;
             let entry = if kind == RecordKind::Free {
                 Entry::new(version, PageState::Freed)
@@ -803,13 +800,13 @@ impl<M: Materializer> Inner<M> {
                     }
                     if kind == RecordKind::Free {
                         let mut free_ids = lock(&self.free_ids);
-                        free_ids.push_back((pid.0, location.lsn));
+                        free_ids.push_back((pid.0, location.lsn()));
                         self.n_free_ids.store(free_ids.len(), Ordering::Release);
                     }
                     self.after_write();
                     return Ok(Ok(Written {
                         version: Version(version),
-                        lsn: location.lsn,
+                        lsn: location.lsn(),
                     }));
                 }
                 Err((_, lost)) => {
@@ -1004,7 +1001,8 @@ impl<M: Materializer> Inner<M> {
         Ok((values, n_read))
     }
     /// Reads and decodes one fragment from disk.
-    fn read_fragment(&self, pid: PageId, location: Location) -> Result<M::Fragment> {
+    fn read_fragment(&self, pid: PageId, location: PackedLocation) -> Result<M::Fragment> {
+        let location = location.unpack(self.geometry());
         let corrupt = |reason: String| Error::corruption(Some(pid), Some(location.lsn), reason);
         // A frame that does not verify where the page table points is damage on disk (open
         // verifies frames only from the snapshot's replay point on). `read_chain` retries
@@ -1028,6 +1026,33 @@ impl<M: Materializer> Inner<M> {
             }
             other => Error::from(other),
         })?
+    }
+
+    /// The log's segment geometry, which packed locations are relative to.
+    pub(crate) fn geometry(&self) -> Geometry {
+        self.log.config().geometry()
+    }
+
+    /// Reserves room for `record` in the log and copies it in; returns the reservation (for
+    /// the caller to complete once its CAS succeeded, or abort) and where the record will
+    /// be, as a page's chain keeps it.
+    fn reserve_record(&self, record: &[u8]) -> Result<(Reservation<'_>, PackedLocation)> {
+        // Before reserving: a message above the blob threshold is buffered whole.
+        if record.len() as u64 > MAX_RECORD_LEN_BYTES {
+            return Err(Error::RecordTooLarge {
+                len_bytes: record.len() as u64,
+                max_len_bytes: MAX_RECORD_LEN_BYTES,
+            });
+        }
+        let mut reservation = self.log.reserve(record.len())?;
+        reservation.buffer_mut().copy_from_slice(record);
+        match PackedLocation::pack(reservation.location(), self.geometry()) {
+            Ok(location) => Ok((reservation, location)),
+            Err(unpackable) => {
+                reservation.abort()?;
+                Err(unpackable.into_write_error())
+            }
+        }
     }
 
     /// Writes the metadata record; the caller holds the meta lock, so records are in lock
@@ -1148,7 +1173,7 @@ impl<M: Materializer> Inner<M> {
         if entry.referenced.swap(false, Ordering::Relaxed) {
             return true;
         }
-        let is_durable = |location: &Location| location.lsn < stable;
+        let is_durable = |location: &PackedLocation| location.lsn() < stable;
         let (resident, n_evicted) = match entry.resident() {
             Resident::Nothing => return false,
             Resident::Merged(_) => {
@@ -1449,9 +1474,7 @@ impl<M: Materializer> Inner<M> {
             };
             let body = encode_body(self, RecordKind::Base, pid, &value);
             let size_bytes = self.materializer.size_in_bytes(&value) as u64;
-            let mut reservation = self.log.reserve(body.len())?;
-            reservation.buffer_mut().copy_from_slice(&body);
-            let location = reservation.location();
+            let (reservation, location) = self.reserve_record(&body)?;
             let moved = Entry::new(
                 entry.version,
                 PageState::Live(

@@ -31,7 +31,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crossbeam_epoch::{Guard, Owned, Shared};
-use iobuf::{Location, Lsn, Stored};
+use iobuf::Lsn;
+
+use crate::location::PackedLocation;
 
 /// A page's version: what [`crate::PageCache::link`], [`crate::PageCache::replace`] and
 /// [`crate::PageCache::free`] compare against. It changes with every write to the page
@@ -92,38 +94,30 @@ pub(crate) enum Chain {
     /// Up to [`INLINE_LOCATIONS`]; the slots past `len` are placeholders.
     Inline {
         len: u8,
-        locations: [Location; INLINE_LOCATIONS],
+        locations: [PackedLocation; INLINE_LOCATIONS],
     },
     /// A longer chain (a larger `consolidate_after_fragments`, or a chain read back from a
     /// log written with one).
-    Spilled(Box<[Location]>),
+    Spilled(Box<[PackedLocation]>),
 }
-
-/// Fills slots that do not hold a location yet (the unused inline slots of a [`Chain`]).
-pub(crate) const PLACEHOLDER_LOCATION: Location = Location {
-    lsn: Lsn(0),
-    file_offset: 0,
-    len_bytes: 0,
-    stored: Stored::Inline,
-};
 
 impl Chain {
     /// No locations (a freed page).
     pub(crate) const EMPTY: Chain = Chain::Inline {
         len: 0,
-        locations: [PLACEHOLDER_LOCATION; INLINE_LOCATIONS],
+        locations: [PackedLocation::PLACEHOLDER; INLINE_LOCATIONS],
     };
 
     /// A chain of one location.
-    pub(crate) fn one(location: Location) -> Chain {
+    pub(crate) fn one(location: PackedLocation) -> Chain {
         Chain::extended(&[], location)
     }
 
     /// `locations` followed by `last`.
-    pub(crate) fn extended(locations: &[Location], last: Location) -> Chain {
+    pub(crate) fn extended(locations: &[PackedLocation], last: PackedLocation) -> Chain {
         let len = locations.len() + 1;
         if len <= INLINE_LOCATIONS {
-            let mut inline = [PLACEHOLDER_LOCATION; INLINE_LOCATIONS];
+            let mut inline = [PackedLocation::PLACEHOLDER; INLINE_LOCATIONS];
             inline[..locations.len()].copy_from_slice(locations);
             inline[locations.len()] = last;
             Chain::Inline {
@@ -139,7 +133,7 @@ impl Chain {
     }
 
     /// A copy of `locations`.
-    pub(crate) fn from_slice(locations: &[Location]) -> Chain {
+    pub(crate) fn from_slice(locations: &[PackedLocation]) -> Chain {
         match locations.split_last() {
             Some((last, rest)) => Chain::extended(rest, *last),
             None => Chain::EMPTY,
@@ -147,7 +141,7 @@ impl Chain {
     }
 
     /// The locations, oldest first.
-    pub(crate) fn as_slice(&self) -> &[Location] {
+    pub(crate) fn as_slice(&self) -> &[PackedLocation] {
         match self {
             Chain::Inline { len, locations } => &locations[..usize::from(*len)],
             Chain::Spilled(locations) => locations,
@@ -227,10 +221,13 @@ impl<F> Entry<F> {
                 .map(|fragment| fragment.size_bytes)
                 .sum(),
         };
-        let live_bytes = locations.iter().map(Location::frame_len_bytes).sum();
+        let live_bytes = locations
+            .iter()
+            .map(|location| location.frame_len_bytes())
+            .sum();
         let oldest_lsn = locations
             .iter()
-            .map(|location| location.lsn)
+            .map(|location| location.lsn())
             .min()
             .unwrap_or(Lsn(u64::MAX));
         let is_live = !locations.is_empty();
@@ -258,7 +255,7 @@ impl<F> Entry<F> {
     }
 
     /// The chain's locations, oldest first (empty when freed).
-    pub(crate) fn locations(&self) -> &[Location] {
+    pub(crate) fn locations(&self) -> &[PackedLocation] {
         self.chain.as_slice()
     }
 
@@ -401,13 +398,15 @@ pub(crate) fn park<F: Send + 'static>(value: F, guard: &Guard) -> &F {
 mod tests {
     use super::*;
 
-    fn location(lsn: u64) -> Location {
-        Location {
+    fn location(lsn: u64) -> PackedLocation {
+        let geometry = iobuf::Geometry::new(1 << 20).expect("a valid segment length");
+        let location = iobuf::Location {
             lsn: Lsn(lsn),
             file_offset: lsn,
             len_bytes: 100,
             stored: iobuf::Stored::Inline,
-        }
+        };
+        PackedLocation::pack(location, geometry).expect("packable")
     }
 
     #[test]
@@ -461,7 +460,7 @@ mod tests {
 
     #[test]
     fn chains_hold_their_locations_in_order_inline_and_spilled() {
-        let all: Vec<Location> = (1..=2 * INLINE_LOCATIONS as u64).map(location).collect();
+        let all: Vec<PackedLocation> = (1..=2 * INLINE_LOCATIONS as u64).map(location).collect();
         for len in 0..=all.len() {
             let locations = &all[..len];
             let spilled = len > INLINE_LOCATIONS;
@@ -548,7 +547,7 @@ mod tests {
     fn an_entry_with_its_chain_in_place_stays_within_the_documented_size() {
         // The crate doc states the memory a live page costs outside the budget.
         let entry_bytes = size_of::<Entry<Vec<u8>>>();
-        assert!(entry_bytes <= 320, "an entry takes {entry_bytes} bytes");
+        assert!(entry_bytes <= 192, "an entry takes {entry_bytes} bytes");
         println!("an entry takes {entry_bytes} bytes");
     }
 }

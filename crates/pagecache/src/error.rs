@@ -89,6 +89,25 @@ pub enum Error {
         /// The limit.
         max: usize,
     },
+    /// A fragment's record (a short header and the fragment's encoding) is longer than
+    /// [`crate::MAX_RECORD_LEN_BYTES`], the most a page's chain can hold the length of.
+    /// Nothing was written.
+    #[error(
+        "a record of {len_bytes} bytes exceeds the {max_len_bytes}-byte limit of a page's record"
+    )]
+    RecordTooLarge {
+        /// The record's length.
+        len_bytes: u64,
+        /// The limit.
+        max_len_bytes: u64,
+    },
+    /// The data file grew past the 2^32 segments a page's chain can address (at least a
+    /// terabyte, at the smallest segment length). Nothing was written.
+    #[error("the data file reached segment {segment}, beyond the 2^32 a page's chain can address")]
+    DataFileTooLarge {
+        /// The segment the record would have gone to.
+        segment: u64,
+    },
     /// The page cache was closed.
     #[error("the page cache is closed")]
     Closed,

@@ -85,8 +85,8 @@
 //!   exceeded; a hit only sets a bit in the entry (no lock, no list). Resident bytes stay within the budget
 //!   plus the values of pages written since the last sync (a page written to keeps its whole
 //!   merged value until the write is durable, not just the delta) plus what concurrent
-//!   readers page in at once. Outside the budget, every live page costs its entry (304 bytes
-//!   with a `Vec` value, its chain of up to 7 locations included) and an 8-byte table slot,
+//!   readers page in at once. Outside the budget, every live page costs its entry (192 bytes
+//!   with a `Vec` value, its chain of up to 7 locations of 16 bytes included) and an 8-byte table slot,
 //!   and each thread that uses the cache keeps up to 256 emptied entries for reuse (the
 //!   entries it frees as it collects the epoch's garbage).
 //! * **Cleaning.** Each write examines a bounded number of records of the oldest segment and
@@ -146,6 +146,7 @@ mod cache;
 mod config;
 mod entry;
 mod error;
+mod location;
 mod materializer;
 mod metrics;
 mod open;
@@ -159,6 +160,7 @@ pub use config::{Config, ConfigBuilder, ConfigError};
 pub use entry::Version;
 pub use error::{Error, Result};
 pub use iobuf::{Lsn, PageId};
+pub use location::MAX_RECORD_LEN_BYTES;
 pub use materializer::{DecodeError, Materializer};
 pub use metrics::{Counter, LatencyHistogram, Metrics};
 pub use open::OpenReport;

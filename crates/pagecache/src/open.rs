@@ -8,13 +8,14 @@ use std::time::{Duration, Instant};
 
 use crossbeam_epoch as epoch;
 use iobuf::storage::{FsStorage, Storage};
-use iobuf::{Location, Lsn};
+use iobuf::{Geometry, Location, Lsn};
 use recovery::{OpenOptions, RecoveryError, RecoveryReport, SnapshotInfo, SnapshotStore};
 
 use crate::cache::{CleanerState, Inner, MetaState, PageCache};
 use crate::config::Config;
-use crate::entry::{Chain, Entry, PLACEHOLDER_LOCATION, PageState, Resident};
+use crate::entry::{Chain, Entry, PageState, Resident};
 use crate::error::{Error, Result};
+use crate::location::{PackedLocation, Unpackable};
 use crate::materializer::Materializer;
 use crate::metrics::Metrics;
 use crate::persisted::{FORMAT_VERSION, PersistedConfig};
@@ -136,6 +137,7 @@ impl<M: Materializer> PageCache<M> {
             requested.write(&*storage)?;
         }
         let log_start = log_report.log_start;
+        let geometry = log.config().geometry();
 
         let mut rebuild = Rebuild::default();
         let mut meta = Meta::default();
@@ -184,7 +186,10 @@ impl<M: Materializer> PageCache<M> {
                     "page id beyond the table's limit",
                 ));
             }
-            if rebuild.replay(pid.0, kind, location) {
+            let packed = PackedLocation::pack(location, geometry).map_err(|unpackable| {
+                Error::corruption(Some(pid), Some(location.lsn), unpackable.to_string())
+            })?;
+            if rebuild.replay(pid.0, kind, packed) {
                 records_replayed += 1;
             } else {
                 records_skipped += 1;
@@ -200,7 +205,7 @@ impl<M: Materializer> PageCache<M> {
         let mut free_ids: VecDeque<(u64, Lsn)> = VecDeque::new();
         {
             let guard = epoch::pin();
-            rebuild.for_each_chain(|pid, chain| {
+            let laid_out = rebuild.for_each_chain(geometry, |pid, chain| {
                 let Some(chain) = chain else {
                     free_ids.push_back((pid, Lsn(0)));
                     return;
@@ -209,7 +214,7 @@ impl<M: Materializer> PageCache<M> {
                 // when its segment was cleaned, the cleaner would have rewritten it above the
                 // start first. Its free record was cleaned away after the snapshot that
                 // still lists it.
-                if chain.iter().any(|location| location.lsn < log_start) {
+                if chain.iter().any(|location| location.lsn() < log_start) {
                     n_pages_dropped_as_freed += 1;
                     free_ids.push_back((pid, Lsn(0)));
                     return;
@@ -226,6 +231,12 @@ impl<M: Materializer> PageCache<M> {
                     unreachable!("no other thread touches the table during open");
                 }
             });
+            // Only the snapshot's locations can fail to pack here (the replayed ones were
+            // packed as they were read).
+            laid_out.map_err(|unpackable| match &loaded {
+                Some(loaded) => snapshot_corruption(&loaded.info, unpackable.to_string()),
+                None => Error::corruption(None, None, unpackable.to_string()),
+            })?;
         }
         let meta_frame_len = match meta_location {
             Some(location) => location.frame_len_bytes(),
@@ -322,7 +333,7 @@ struct Rebuild<'a> {
     /// By page id, up to `next_pid`.
     pages: Vec<PageFacts<'a>>,
     /// (page, kind, location) of every record replayed, in LSN order.
-    records: Vec<(u64, RecordKind, Location)>,
+    records: Vec<(u64, RecordKind, PackedLocation)>,
     /// The first page id never handed out.
     next_pid: u64,
 }
@@ -360,14 +371,14 @@ impl<'a> Rebuild<'a> {
 
     /// Applies one page record (`pid` below the table's limit); whether it was replayed
     /// (`false`: skipped, the snapshot already holds it).
-    fn replay(&mut self, pid: u64, kind: RecordKind, location: Location) -> bool {
+    fn replay(&mut self, pid: u64, kind: RecordKind, location: PackedLocation) -> bool {
         let index = pid as usize;
         if index >= self.pages.len() {
             self.pages.resize(index + 1, PageFacts::default());
         }
         self.next_pid = self.next_pid.max(pid + 1);
         let facts = &mut self.pages[index];
-        if facts.snapshot.is_some() && location.lsn <= facts.snapshot_last_lsn {
+        if facts.snapshot.is_some() && location.lsn() <= facts.snapshot_last_lsn {
             return false;
         }
         match kind {
@@ -389,7 +400,14 @@ impl<'a> Rebuild<'a> {
     /// Calls `f` with every page id below `next_pid` and its chain (oldest first), `None` for
     /// an id with no page. Each page's final length is known (`n_slots`), so the chains are
     /// laid out in one list: one allocation for the whole table, not one per page.
-    fn for_each_chain(self, mut f: impl FnMut(u64, Option<&[Location]>)) {
+    ///
+    /// Fails, before calling `f`, if a location in the snapshot has no packed form for a
+    /// log of `geometry` (only a damaged snapshot has one).
+    fn for_each_chain(
+        self,
+        geometry: Geometry,
+        mut f: impl FnMut(u64, Option<&[PackedLocation]>),
+    ) -> Result<(), Unpackable> {
         // `ends[pid]`: where the chain of `pid` ends in `flat` (it starts at the previous
         // page's end); `filled[pid]`: where its next location goes.
         let ends: Vec<usize> = self
@@ -403,8 +421,8 @@ impl<'a> Rebuild<'a> {
         let mut filled: Vec<usize> = (ends.iter().zip(&self.pages))
             .map(|(end, facts)| end - facts.n_slots)
             .collect();
-        let mut flat = vec![PLACEHOLDER_LOCATION; ends.last().copied().unwrap_or(0)];
-        let mut put = |pid: usize, location: Location| {
+        let mut flat = vec![PackedLocation::PLACEHOLDER; ends.last().copied().unwrap_or(0)];
+        let mut put = |pid: usize, location: PackedLocation| {
             flat[filled[pid]] = location;
             filled[pid] += 1;
         };
@@ -413,7 +431,9 @@ impl<'a> Rebuild<'a> {
                 && facts.restart.is_none()
                 && let Some(page) = &facts.snapshot
             {
-                page.locations().for_each(|location| put(pid, location));
+                for location in page.locations() {
+                    put(pid, PackedLocation::pack(location, geometry)?);
+                }
             }
         }
         for (index, (pid, kind, location)) in self.records.iter().enumerate() {
@@ -429,5 +449,6 @@ impl<'a> Rebuild<'a> {
             f(pid, (end > start).then(|| &flat[start..end]));
             start = end;
         }
+        Ok(())
     }
 }

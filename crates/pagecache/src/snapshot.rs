@@ -43,9 +43,11 @@ impl<M: Materializer> Inner<M> {
         let mut writer = SnapshotWriter::new(next_pid, meta_lsn, &meta);
         {
             let guard = epoch::pin();
+            let geometry = self.geometry();
             self.table.for_each_in(0, next_pid, &guard, |pid, shared| {
                 if let Some(entry) = entry_ref(shared).filter(|entry| entry.is_live()) {
-                    writer.page(PageId(pid), entry.locations().iter().copied());
+                    let chain = entry.locations().iter();
+                    writer.page(PageId(pid), chain.map(|location| location.unpack(geometry)));
                 }
             });
         }
