@@ -710,9 +710,10 @@ impl Ring {
 
     // ---------------------------------------------------------------- durability
 
-    /// Seals the current buffer if it holds messages below `end`, so that it gets written.
-    /// Returns the end to wait for: `end`, or less when `end` points into the current buffer's
-    /// prefix (where no message starts).
+    /// Seals the current buffer if it holds messages below `end`, or a segment header
+    /// recording a release that is not durable yet, so that it gets written. Returns the end
+    /// to wait for: `end`, or less when `end` points into the current buffer's prefix (where
+    /// no message starts) and the buffer was left alone.
     fn seal_through(&self, end: Lsn) -> Result<Lsn> {
         loop {
             self.check_poison()?;
@@ -720,7 +721,18 @@ impl Ring {
             if header.is_sealed() || end <= placement.base_lsn {
                 return Ok(end);
             }
-            if header.offset() <= placement.prefix_len_bytes() {
+            // A buffer that starts a segment whose header records a release not yet durable
+            // is sealed even without a message: the release becomes durable only with that
+            // header, and the flusher woken for it (see `roll`) may read the tip before any
+            // message reaches the buffer.
+            //
+            // Fix: such a buffer was treated like any empty one, so the woken round synced
+            // only the previous segment and the release waited a whole flush interval
+            // (`tests/log_api.rs`, `a_flush_makes_a_release_in_a_message_less_header_durable`).
+            let holds_pending_release = placement
+                .starts_segment_with_log_start
+                .is_some_and(|release| release > self.release_durable());
+            if header.offset() <= placement.prefix_len_bytes() && !holds_pending_release {
                 // No message in the current buffer; everything below `end` that is a message
                 // lies in earlier buffers.
                 return Ok(placement.base_lsn);

@@ -440,6 +440,52 @@ fn a_release_is_durable_as_soon_as_the_next_segment_header_is() {
     );
 }
 
+/// Regression: a flush right after a segment roll, while the new buffer held only its
+/// prefix (the segment header recording a release, and the buffer-start frame), left that
+/// buffer alone as one with no message, so the release did not become durable. The
+/// background flusher woken for the release could read the tip in that window and then slept
+/// a whole interval (`a_header_recording_a_release_wakes_the_flusher` failed now and then).
+/// Here the window is made on purpose: each message is flushed on its own, sized so that
+/// some flush ends the segment exactly and rolls into a message-less buffer.
+#[test]
+fn a_flush_makes_a_release_in_a_message_less_header_durable() {
+    use iobuf::format::{BUFFER_START_FRAME_LEN, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN};
+    let log = Log::create(Arc::new(SimStorage::new()), tiny_config()).unwrap();
+    let segment_len = tiny_config().segment_len_bytes;
+    while log.tip().0 < 3 * segment_len {
+        log.write(b"fill").unwrap();
+    }
+    log.flush().unwrap();
+    let released = Lsn(segment_len);
+    log.release_before(released);
+    let prefix_len = SEGMENT_HEADER_LEN + BUFFER_START_FRAME_LEN;
+    let start_segment = log.tip().0 / segment_len;
+    loop {
+        // After a flush the current buffer is fresh; a message that fits it leaves the
+        // segment (if it ends it) with nothing of its own in the next one.
+        let remaining = segment_len - log.tip().0 % segment_len;
+        let room = remaining.saturating_sub(BUFFER_START_FRAME_LEN + FRAME_HEADER_LEN);
+        log.write(&vec![7u8; room.min(40) as usize]).unwrap();
+        log.flush().unwrap();
+        if log.tip().0 % segment_len == prefix_len {
+            break;
+        }
+        assert!(
+            log.tip().0 / segment_len < start_segment + 4,
+            "no flush ended a segment exactly"
+        );
+    }
+    // The roll put the release into the new segment's header; the buffer holding it has no
+    // message. This flush must write it anyway.
+    assert!(log.durable_release_point() < released);
+    log.flush().unwrap();
+    assert!(
+        log.durable_release_point() >= released,
+        "the release recorded in the new segment's header is not durable after a flush"
+    );
+    log.close().unwrap();
+}
+
 /// Regression: with the background flusher on, a release became durable only at the
 /// flusher's next round, so under a fast writer the data file grew by everything written in
 /// one interval (about 20 MiB at 100 MB/s and 200 ms) before a released segment could be
