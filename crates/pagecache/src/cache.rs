@@ -224,6 +224,11 @@ impl<M: Materializer> PageCache<M> {
         let inner = &*self.inner;
         inner.check_open()?;
         let mut fragment = Some(fragment);
+        // Encoded before an id is taken, so a record that is too long uses up none; the
+        // header gets the id below.
+        let base = fragment.as_ref().expect("not taken yet");
+        let mut body = encode_body(inner, RecordKind::Base, PageId(0), base);
+        check_record_len(body.len())?;
         let pid = match inner.pop_free_id() {
             Some(pid) => pid,
             None => {
@@ -237,8 +242,7 @@ impl<M: Materializer> PageCache<M> {
                 pid
             }
         };
-        let base = fragment.as_ref().expect("not taken yet");
-        let body = encode_body(inner, RecordKind::Base, PageId(pid), base);
+        record::put_record_header(&mut body.bytes, RecordKind::Base, PageId(pid));
         let size = inner.materializer.size_in_bytes(base) as u64;
         loop {
             let guard = epoch::pin();
@@ -561,6 +565,17 @@ impl<M: Materializer> Drop for PageCache<M> {
 /// cleaner looks for (see [`Inner::clean_some`]).
 fn starts_chain(kind: RecordKind) -> bool {
     kind == RecordKind::Base
+}
+
+/// `Ok` if a record of `len_bytes` fits a page's chain (see [`MAX_RECORD_LEN_BYTES`]).
+fn check_record_len(len_bytes: usize) -> Result<()> {
+    if len_bytes as u64 > MAX_RECORD_LEN_BYTES {
+        return Err(Error::RecordTooLarge {
+            len_bytes: len_bytes as u64,
+            max_len_bytes: MAX_RECORD_LEN_BYTES,
+        });
+    }
+    Ok(())
 }
 
 /// A record's bytes: its header and the encoded fragment, in this thread's scratch buffer.
@@ -1038,12 +1053,7 @@ impl<M: Materializer> Inner<M> {
     /// be, as a page's chain keeps it.
     fn reserve_record(&self, record: &[u8]) -> Result<(Reservation<'_>, PackedLocation)> {
         // Before reserving: a message above the blob threshold is buffered whole.
-        if record.len() as u64 > MAX_RECORD_LEN_BYTES {
-            return Err(Error::RecordTooLarge {
-                len_bytes: record.len() as u64,
-                max_len_bytes: MAX_RECORD_LEN_BYTES,
-            });
-        }
+        check_record_len(record.len())?;
         let mut reservation = self.log.reserve(record.len())?;
         reservation.buffer_mut().copy_from_slice(record);
         match PackedLocation::pack(reservation.location(), self.geometry()) {

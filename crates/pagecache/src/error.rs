@@ -89,9 +89,9 @@ pub enum Error {
         /// The limit.
         max: usize,
     },
-    /// A fragment's record (a short header and the fragment's encoding) is longer than
-    /// [`crate::MAX_RECORD_LEN_BYTES`], the most a page's chain can hold the length of.
-    /// Nothing was written.
+    /// A record (a 9-byte header and a fragment's encoding, or a page's merged value for a
+    /// consolidation) is longer than [`crate::MAX_RECORD_LEN_BYTES`], the most a page's
+    /// chain can hold the length of. Nothing was written.
     #[error(
         "a record of {len_bytes} bytes exceeds the {max_len_bytes}-byte limit of a page's record"
     )]
