@@ -440,6 +440,19 @@ fn a_release_is_durable_as_soon_as_the_next_segment_header_is() {
     );
 }
 
+/// Writes three segments of small messages, makes them durable and releases the first
+/// segment (not durable yet: that waits for a header recording it). Returns the release.
+fn fill_three_segments_and_release_the_first(log: &Log) -> Lsn {
+    let segment_len = tiny_config().segment_len_bytes;
+    while log.tip().0 < 3 * segment_len {
+        log.write(b"fill").unwrap();
+    }
+    log.flush().unwrap();
+    let released = Lsn(segment_len);
+    log.release_before(released);
+    released
+}
+
 /// Regression: a flush right after a segment roll, while the new buffer held only its
 /// prefix (the segment header recording a release, and the buffer-start frame), left that
 /// buffer alone as one with no message, so the release did not become durable. The
@@ -452,12 +465,7 @@ fn a_flush_makes_a_release_in_a_message_less_header_durable() {
     use iobuf::format::{BUFFER_START_FRAME_LEN, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN};
     let log = Log::create(Arc::new(SimStorage::new()), tiny_config()).unwrap();
     let segment_len = tiny_config().segment_len_bytes;
-    while log.tip().0 < 3 * segment_len {
-        log.write(b"fill").unwrap();
-    }
-    log.flush().unwrap();
-    let released = Lsn(segment_len);
-    log.release_before(released);
+    let released = fill_three_segments_and_release_the_first(&log);
     let prefix_len = SEGMENT_HEADER_LEN + BUFFER_START_FRAME_LEN;
     let start_segment = log.tip().0 / segment_len;
     loop {
@@ -500,12 +508,7 @@ fn a_header_recording_a_release_wakes_the_flusher() {
     };
     let log = Log::create(Arc::new(storage), config).unwrap();
     let segment_len = tiny_config().segment_len_bytes;
-    while log.tip().0 < 3 * segment_len {
-        log.write(b"fill").unwrap();
-    }
-    log.flush().unwrap();
-    let released = Lsn(segment_len);
-    log.release_before(released);
+    let released = fill_three_segments_and_release_the_first(&log);
     let next_base = (log.tip().0 / segment_len + 1) * segment_len;
     while log.tip().0 < next_base + 64 {
         log.write(b"small").unwrap();
