@@ -388,8 +388,35 @@ impl<M: Materializer> PageCache<M> {
     /// drop(pinned);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    ///
+    /// The borrow is tied to the cache as well as to the pin: dropping or closing the cache
+    /// frees its table at once, not through the epoch, so a value must not outlive it.
+    ///
+    /// ```compile_fail
+    /// # use std::sync::Arc;
+    /// # use iobuf::storage::SimStorage;
+    /// # use pagecache::{Config, DecodeError, Materializer, PageCache};
+    /// # struct Bytes;
+    /// # impl Materializer for Bytes {
+    /// #     type Fragment = Vec<u8>;
+    /// #     fn encode(&self, fragment: &Vec<u8>, out: &mut Vec<u8>) { out.extend_from_slice(fragment) }
+    /// #     fn decode(&self, bytes: &[u8]) -> Result<Vec<u8>, DecodeError> { Ok(bytes.to_vec()) }
+    /// #     fn merge(&self, chain: &[&Vec<u8>]) -> Vec<u8> { chain.iter().flat_map(|f| f.iter().copied()).collect() }
+    /// #     fn size_in_bytes(&self, fragment: &Vec<u8>) -> usize { fragment.len() }
+    /// # }
+    /// # let config = Config::builder().build().unwrap();
+    /// # let (cache, _) = PageCache::open(Arc::new(SimStorage::new()), config, Bytes).unwrap();
+    /// let (pid, _) = cache.allocate(b"hello".to_vec()).unwrap();
+    /// let pinned = cache.pin();
+    /// let page = cache.get_pinned(pid, &pinned).unwrap().expect("allocated");
+    /// drop(cache); // refused: `page` still borrows the cache
+    /// assert_eq!(page.value.as_slice(), b"hello");
+    /// ```
+    ///
+    /// Fix: the borrow used to be tied to the pin alone, so the code above compiled and read
+    /// freed memory.
     pub fn get_pinned<'g>(
-        &self,
+        &'g self,
         pid: PageId,
         pinned: &'g Pinned,
     ) -> Result<Option<PageRef<'g, M::Fragment>>> {
