@@ -549,8 +549,12 @@ impl<M: Materializer> PageCache<M> {
         &self.inner.config
     }
 
-    /// The last error of the background snapshot thread, if any. The thread has stopped;
-    /// [`snapshot`](Self::snapshot) still works (a full disk may have been freed meanwhile).
+    /// The last error of work done in the background, if any:
+    ///
+    /// * of the snapshot thread, which has then stopped ([`snapshot`](Self::snapshot) still
+    ///   works: a full disk may have been freed meanwhile);
+    /// * of a write's share of cleaning, after the write itself succeeded. Cleaning goes on
+    ///   with later writes, which retry the record that failed.
     pub fn background_error(&self) -> Option<Error> {
         lock(&self.inner.background_error).clone()
     }
@@ -621,7 +625,8 @@ fn encode_body<M: Materializer>(
 
 /// A buffer records are encoded into before they are copied into their log reservation,
 /// kept per thread between writes, so encoding allocates nothing (a write used to pay a
-/// `malloc` and a `free` for its record, and a relocation or consolidation another).
+/// `malloc` and a `free` for its record). A consolidation still pays them once: it encodes
+/// its merged base while the delta's buffer is taken.
 ///
 /// Taken out of the thread's slot and put back on drop, so a nested write (a materializer
 /// that writes from inside `encode`) or a second record in flight just gets a fresh buffer.

@@ -24,8 +24,9 @@ const BLOB_FLAG: u32 = 1 << 31;
 /// [`crate::Error::RecordTooLarge`], and nothing is written. The merged base that a
 /// consolidation or the cleaner writes is a record too, so a page's merged value, encoded,
 /// must stay below the limit: a link whose consolidation would pass it fails, and the cleaner
-/// cannot move such a page (cleaning stops with the error in
-/// [`crate::PageCache::background_error`]).
+/// cannot move such a page (its record stays pending, each later write's share of cleaning
+/// tries it again and fails, with the error in [`crate::PageCache::background_error`], and
+/// cleaning gets no further).
 pub const MAX_RECORD_LEN_BYTES: u64 = (BLOB_FLAG - 1) as u64;
 
 /// A [`Location`] for a page's chain (see the module doc).
@@ -48,6 +49,9 @@ pub(crate) enum Unpackable {
     /// The file offset does not agree with the LSN below the segment length (only a
     /// location read from a damaged file can be like this).
     OffsetDisagrees { lsn: Lsn, file_offset: u64 },
+    /// The LSN is `u64::MAX`, which an entry's oldest LSN uses to mark a freed page (only a
+    /// location read from a damaged file can have it: no frame starts there).
+    LsnAtLimit,
 }
 
 impl Unpackable {
@@ -59,9 +63,10 @@ impl Unpackable {
                 max_len_bytes: MAX_RECORD_LEN_BYTES,
             },
             Unpackable::SegmentBeyondLimit { segment } => Error::DataFileTooLarge { segment },
-            // A location handed out by the log agrees with its LSN by construction.
-            Unpackable::OffsetDisagrees { .. } => {
-                unreachable!("the log handed out a location that disagrees with its LSN")
+            // A location handed out by the log agrees with its LSN by construction, and no
+            // frame starts at the last LSN there is.
+            Unpackable::OffsetDisagrees { .. } | Unpackable::LsnAtLimit => {
+                unreachable!("the log handed out a location no frame can have")
             }
         }
     }
@@ -86,6 +91,9 @@ impl std::fmt::Display for Unpackable {
                  {} below the segment length",
                 lsn.0
             ),
+            Unpackable::LsnAtLimit => {
+                write!(f, "a location at lsn u64::MAX, where no frame starts")
+            }
         }
     }
 }
@@ -100,6 +108,9 @@ impl PackedLocation {
 
     /// `location` in 16 bytes, for a log of `geometry`.
     pub(crate) fn pack(location: Location, geometry: Geometry) -> Result<Self, Unpackable> {
+        if location.lsn == Lsn(u64::MAX) {
+            return Err(Unpackable::LsnAtLimit);
+        }
         if geometry.offset_in_segment(Lsn(location.file_offset))
             != geometry.offset_in_segment(location.lsn)
         {
@@ -241,6 +252,13 @@ mod tests {
         assert_eq!(
             PackedLocation::pack(far, geometry()),
             Err(Unpackable::SegmentBeyondLimit { segment: 1 << 32 })
+        );
+        let mut at_limit = location(100, 2, 10, Stored::Inline);
+        at_limit.lsn = Lsn(u64::MAX);
+        at_limit.file_offset = 2 * 4096 + u64::MAX % 4096;
+        assert_eq!(
+            PackedLocation::pack(at_limit, geometry()),
+            Err(Unpackable::LsnAtLimit)
         );
         let mut disagreeing = location(100, 2, 10, Stored::Inline);
         disagreeing.file_offset += 1;

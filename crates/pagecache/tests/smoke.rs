@@ -113,7 +113,6 @@ fn pages_survive_restart_cleaning_and_eviction() {
     for (pid, value) in &expected {
         assert_eq!(&cache.get(*pid).unwrap().unwrap().value, value);
     }
-    let _ = PageId(0);
 }
 
 /// A budget of one byte: everything durable is evicted at the next chance, and nothing is
@@ -139,7 +138,6 @@ fn one_byte_budget_config() -> Config {
 fn a_resident_page_holds_one_merged_value() {
     let config = one_byte_budget_config();
     let (cache, _) = PageCache::open(Arc::new(SimStorage::new()), config, Concat).expect("open");
-    let counter = |counter: &std::sync::atomic::AtomicU64| pagecache::Metrics::get(counter);
     let (pid, _) = cache.allocate(vec![0; 10]).expect("allocate");
     for n in 1..=5u8 {
         let page = cache.get(pid).expect("get").expect("live");
@@ -156,11 +154,11 @@ fn a_resident_page_holds_one_merged_value() {
 
     // Once durable, the next read's eviction pass drops the merged value.
     cache.flush().expect("flush");
-    let evicted_before = counter(&cache.metrics().n_fragments_evicted);
+    let evicted_before = common::count(&cache.metrics().n_fragments_evicted);
     let page = cache.get(pid).expect("get").expect("live");
     assert_eq!(cache.stats().resident_bytes, 0, "evicted once durable");
     assert_eq!(
-        counter(&cache.metrics().n_fragments_evicted),
+        common::count(&cache.metrics().n_fragments_evicted),
         evicted_before + 1
     );
 
@@ -177,12 +175,12 @@ fn a_resident_page_holds_one_merged_value() {
 
     // A get reads back the base and the five deltas, merges the two resident ones after
     // them, and keeps the merged value (still not durable as a whole).
-    let paged_in_before = counter(&cache.metrics().n_fragments_paged_in);
+    let paged_in_before = common::count(&cache.metrics().n_fragments_paged_in);
     let page = cache.get(pid).expect("get").expect("live");
     let expected: Vec<u8> = (0..=7u8).flat_map(|n| [n; 10]).collect();
     assert_eq!(page.value, expected);
     assert_eq!(
-        counter(&cache.metrics().n_fragments_paged_in),
+        common::count(&cache.metrics().n_fragments_paged_in),
         paged_in_before + 6
     );
     assert_eq!(cache.stats().resident_bytes, common::charged_bytes(80));
@@ -225,7 +223,7 @@ fn a_pinned_read_stays_valid_while_its_page_is_evicted_rewritten_and_freed() {
     cache.flush().expect("flush");
     assert!(cache.get(pids[0]).expect("get").is_none(), "freed");
     assert!(
-        pagecache::Metrics::get(&cache.metrics().n_fragments_evicted) > 0,
+        common::count(&cache.metrics().n_fragments_evicted) > 0,
         "the reads evicted"
     );
 
