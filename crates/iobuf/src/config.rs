@@ -208,9 +208,9 @@ impl ValidLogConfig {
     /// reuse.
     ///
     /// Fix: the log used to protect `n_io_bufs` segments, as if every buffer could be in a
-    /// segment of its own; with the defaults (8 buffers of 1 MiB, 8 MiB segments) that kept
-    /// 64 MiB of free segments out of reuse, and the data file of a store with 20 MiB live
-    /// stayed above 100 MiB.
+    /// segment of its own; with the defaults of the time (8 buffers of 1 MiB, 8 MiB segments)
+    /// that kept 64 MiB of free segments out of reuse, and the data file of a store with
+    /// 20 MiB live stayed above 100 MiB.
     pub fn segments_in_flight(&self) -> u32 {
         let ring_bytes = u64::from(self.config.n_io_bufs) * u64::from(self.config.io_buf_len_bytes);
         let spanned = ring_bytes.div_ceil(self.config.segment_len_bytes) + 1;

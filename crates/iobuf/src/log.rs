@@ -14,7 +14,7 @@ use crate::format::{
     SEGMENT_HEADER_LEN,
 };
 use crate::metrics::LogMetrics;
-use crate::ring::{Claim, Ring, StartPoint};
+use crate::ring::{Claim, Ring, StartPoint, lock};
 use crate::storage::{LockGuard, OpenMode, Storage, StorageFile};
 
 /// The name of the data file (all segments) inside the log's directory.
@@ -440,10 +440,11 @@ impl Log {
                 lsn: location.lsn,
                 reason: "the location's file offset does not match its LSN".into(),
             })?;
-        let segment_idx = segment_start >> geometry.segment_len_bytes().trailing_zeros();
+        let segment_idx = geometry.segment_at(segment_start).0;
         let base_lsn = geometry.segment_base_lsn(location.lsn);
-        if let Some(salt) = self.salts.get(segment_idx, base_lsn)
-            && location.lsn >= self.ring.release_durable()
+        // The atomic first: below the release point the cache is not consulted at all.
+        if location.lsn >= self.ring.release_durable()
+            && let Some(salt) = self.salts.get(segment_idx, base_lsn)
             && let Ok(frame) = format::decode_frame(frame_bytes, location.lsn, 0, salt)
         {
             return Ok(frame);
@@ -494,20 +495,13 @@ impl Log {
     /// the next one to find where it stops.
     pub fn iter_range(&self, lsn: Lsn, end: Lsn) -> Result<LogIter<'_>> {
         self.check_open()?;
-        let geometry = self.ring.config.geometry();
         let stable = self.ring.stable_lsn();
-        // Reads stop on a frame boundary, where no frame is cut: the stable LSN, or the end
-        // of the segment holding `end`'s last byte (frames never cross a segment's end).
-        let read_end = end.0.checked_sub(1).map_or(Lsn(0), |last| {
-            let base = geometry.segment_base_lsn(Lsn(last));
-            Lsn(base.0.saturating_add(geometry.segment_len_bytes()))
-        });
         Ok(LogIter {
             log: self,
             start: lsn,
             next_lsn: lsn,
             end: end.min(stable),
-            read_end: read_end.min(stable),
+            stable,
             segment: None,
         })
     }
@@ -704,6 +698,8 @@ thread_local! {
 fn with_read_buffer<T>(len: usize, f: impl FnOnce(&mut [u8]) -> T) -> T {
     let mut buffer = READ_BUFFER.try_with(|cell| cell.take()).unwrap_or_default();
     if buffer.len() < len {
+        // Exactly: a doubled capacity would pass the limit below for frames well under it.
+        buffer.reserve_exact(len - buffer.len());
         buffer.resize(len, 0);
     }
     let out = f(&mut buffer[..len]);
@@ -727,7 +723,7 @@ impl SaltCache {
     /// The salt last read from the header of physical segment `segment_idx`, if that header
     /// had base `base_lsn`.
     fn get(&self, segment_idx: u64, base_lsn: Lsn) -> Option<u64> {
-        let by_segment = self.by_segment.lock().unwrap_or_else(|p| p.into_inner());
+        let by_segment = lock(&self.by_segment);
         let idx = usize::try_from(segment_idx).ok()?;
         match by_segment.get(idx) {
             Some(Some((base, salt))) if *base == base_lsn => Some(*salt),
@@ -739,7 +735,7 @@ impl SaltCache {
         let Ok(idx) = usize::try_from(segment_idx) else {
             return;
         };
-        let mut by_segment = self.by_segment.lock().unwrap_or_else(|p| p.into_inner());
+        let mut by_segment = lock(&self.by_segment);
         if by_segment.len() <= idx {
             by_segment.resize(idx + 1, None);
         }
@@ -755,8 +751,10 @@ pub struct LogIter<'a> {
     next_lsn: Lsn,
     /// Messages start below this.
     end: Lsn,
-    /// Segments are read up to this (at or past `end`, on a frame boundary).
-    read_end: Lsn,
+    /// A segment is read whole, or up to this if it holds it: a frame boundary, unlike `end`,
+    /// which may fall inside a frame. A segment is loaded only for an LSN below `end`, so
+    /// nothing past the segment holding `end`'s last byte is read.
+    stable: Lsn,
     segment: Option<LoadedSegment>,
 }
 
@@ -784,7 +782,7 @@ impl LogIter<'_> {
                 reason: "its segment has been released".to_string(),
             });
         };
-        let readable = (self.read_end.0 - base.0).min(geometry.segment_len_bytes());
+        let readable = (self.stable.0 - base.0).min(geometry.segment_len_bytes());
         let mut bytes = vec![0u8; readable as usize];
         let file_offset = geometry.file_offset(segment);
         // The last bytes of a segment may never have been written (a segment ends without a

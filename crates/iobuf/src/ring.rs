@@ -189,7 +189,7 @@ pub(crate) struct Ring {
     _lock: Box<dyn LockGuard>,
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding one of these mutexes leaves plain data behind (no invariant spans
     // the critical sections beyond what the code re-checks), so keep going.
     mutex
@@ -407,6 +407,11 @@ impl Ring {
         Lsn(self.release_durable.load(Ordering::Acquire))
     }
 
+    /// Whether a segment header recording `release` is still needed to make it durable.
+    fn is_release_pending(&self, release: Lsn) -> bool {
+        release > self.release_durable()
+    }
+
     pub(crate) fn request_release(&self, lsn: Lsn) {
         self.release_requested.fetch_max(lsn.0, Ordering::AcqRel);
     }
@@ -542,7 +547,7 @@ impl Ring {
             // whatever is written meanwhile (20 MiB at 100 MB/s and 200 ms), so ask for that
             // round as soon as the new generation (holding the header) is current: one extra
             // sync per segment, and only while segments are being released.
-            wake_flusher = log_start > self.release_durable();
+            wake_flusher = self.is_release_pending(log_start);
             let segment = self
                 .with_accountant(|accountant| accountant.next_segment(Lsn(segment_end)))
                 .map_err(|error| self.poison(LogError::Segment(error)))?;
@@ -731,7 +736,7 @@ impl Ring {
             // (`tests/log_api.rs`, `a_flush_makes_a_release_in_a_message_less_header_durable`).
             let holds_pending_release = placement
                 .starts_segment_with_log_start
-                .is_some_and(|release| release > self.release_durable());
+                .is_some_and(|release| self.is_release_pending(release));
             if header.offset() <= placement.prefix_len_bytes() && !holds_pending_release {
                 // No message in the current buffer; everything below `end` that is a message
                 // lies in earlier buffers.

@@ -416,21 +416,11 @@ fn the_file_shrinks_back_once_the_segments_ending_it_are_released() {
 fn a_release_is_durable_as_soon_as_the_next_segment_header_is() {
     let (_storage, log) = new_log();
     let segment_len = tiny_config().segment_len_bytes;
-    let mut i = 0;
-    while log.tip().0 < 3 * segment_len {
-        log.write(&message(i % 100)).unwrap();
-        i += 1;
-    }
-    log.flush().unwrap();
-    let released = Lsn(segment_len);
-    log.release_before(released);
+    let released = fill_three_segments_and_release_the_first(&log);
     assert!(log.durable_release_point() < released);
     // Write into the next segment until its header (which records the release) is durable,
     // but stop well before that segment is full.
-    let next_base = (log.tip().0 / segment_len + 1) * segment_len;
-    while log.tip().0 < next_base + 64 {
-        log.write(b"small").unwrap();
-    }
+    let next_base = write_a_little_into_the_next_segment(&log);
     log.flush().unwrap();
     assert!(log.stable_lsn().0 < next_base + segment_len / 2);
     assert_eq!(
@@ -451,6 +441,17 @@ fn fill_three_segments_and_release_the_first(log: &Log) -> Lsn {
     let released = Lsn(segment_len);
     log.release_before(released);
     released
+}
+
+/// Writes small messages into the segment after the current one, a few frames past its
+/// header; returns that segment's base LSN.
+fn write_a_little_into_the_next_segment(log: &Log) -> u64 {
+    let segment_len = tiny_config().segment_len_bytes;
+    let next_base = (log.tip().0 / segment_len + 1) * segment_len;
+    while log.tip().0 < next_base + 64 {
+        log.write(b"small").unwrap();
+    }
+    next_base
 }
 
 /// Regression: a flush right after a segment roll, while the new buffer held only its
@@ -507,12 +508,8 @@ fn a_header_recording_a_release_wakes_the_flusher() {
         ..tiny_config()
     };
     let log = Log::create(Arc::new(storage), config).unwrap();
-    let segment_len = tiny_config().segment_len_bytes;
     let released = fill_three_segments_and_release_the_first(&log);
-    let next_base = (log.tip().0 / segment_len + 1) * segment_len;
-    while log.tip().0 < next_base + 64 {
-        log.write(b"small").unwrap();
-    }
+    write_a_little_into_the_next_segment(&log);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while log.durable_release_point() < released {
         assert!(

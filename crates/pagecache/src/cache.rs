@@ -1304,9 +1304,9 @@ impl<M: Materializer> Inner<M> {
     /// in circles.
     ///
     /// Fix: this used to be `n_io_bufs + 2` whole segments, which assumed a buffer per
-    /// segment; at the defaults (8 buffers of 1 MiB, 8 MiB segments) it held 80 MiB of log
-    /// back from cleaning, so a store with 50 MiB live sat at 1.6x before the space target
-    /// counted at all.
+    /// segment; at the defaults of the time (8 buffers of 1 MiB, 8 MiB segments) it held
+    /// 80 MiB of log back from cleaning, so a store with 50 MiB live sat at 1.6x before the
+    /// space target counted at all.
     fn min_span_bytes(&self) -> u64 {
         let log = self.log.config();
         (u64::from(log.segments_in_flight()) + 1) * log.segment_len_bytes()
