@@ -8,7 +8,6 @@ use crate::cli::{Cli, SyncMode};
 use crate::error::Error;
 use crate::progress::Goal;
 use crate::report::{Ratio, RunReport, Unit};
-use crate::stats::OpStats;
 use crate::workload::{
     AppendRun, Out, Target, append_then_verify, dir_size, log_config, open_and_scan,
 };
@@ -75,13 +74,9 @@ pub fn run(
         || out.say("stress log: verifying: reopening the directory and reading every message back"),
     )?;
 
-    let elapsed = appended.elapsed;
-    let elapsed_secs = elapsed.as_secs_f64();
-    let n_appends: u64 = appended.written.iter().sum();
-    let mut ops = vec![OpStats::new("append", &appended.append, elapsed)];
-    if appended.make_stable.count() > 0 {
-        ops.push(OpStats::new("make_stable", &appended.make_stable, elapsed));
-    }
+    let elapsed_secs = appended.elapsed.as_secs_f64();
+    let n_appends = appended.n_appends();
+    let ops = appended.op_stats();
     let ratios = ceilings.map(|c| {
         let mut ratios = Vec::new();
         if cli.sync_mode() == SyncMode::None {

@@ -27,7 +27,7 @@ use crate::error::Error;
 use crate::message::{self, MessageKey};
 use crate::progress::{Goal, Progress};
 use crate::report::Verification;
-use crate::stats::Latencies;
+use crate::stats::{Latencies, OpStats};
 use crate::verify::{self, Expect, Outcome, StreamId, Verifier};
 
 /// Where status lines go: stdout, unless stdout is reserved for the JSON object.
@@ -418,6 +418,22 @@ pub struct Appended {
     pub written: Vec<u64>,
     /// Messages acknowledged durable while running.
     pub acked: u64,
+}
+
+impl Appended {
+    /// Messages written by all threads.
+    pub fn n_appends(&self) -> u64 {
+        self.written.iter().sum()
+    }
+
+    /// The report's rows for the appends, and for the durable points if any were asked for.
+    pub fn op_stats(&self) -> Vec<OpStats> {
+        let mut ops = vec![OpStats::new("append", &self.append, self.elapsed)];
+        if self.make_stable.count() > 0 {
+            ops.push(OpStats::new("make_stable", &self.make_stable, self.elapsed));
+        }
+        ops
+    }
 }
 
 struct WorkerResult {

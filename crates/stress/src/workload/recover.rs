@@ -63,15 +63,11 @@ pub fn run(
     let scan_bytes_per_second =
         verification.recovery.bytes_scanned as f64 / open_elapsed.as_secs_f64().max(1e-9);
 
-    let elapsed = appended.elapsed;
-    let elapsed_secs = elapsed.as_secs_f64();
-    let n_appends: u64 = appended.written.iter().sum();
+    let elapsed_secs = appended.elapsed.as_secs_f64();
+    let n_appends = appended.n_appends();
     let mut open_latency = Latencies::default();
     open_latency.record(open_elapsed);
-    let mut ops = vec![OpStats::new("append", &appended.append, elapsed)];
-    if appended.make_stable.count() > 0 {
-        ops.push(OpStats::new("make_stable", &appended.make_stable, elapsed));
-    }
+    let mut ops = appended.op_stats();
     ops.push(OpStats::new("open", &open_latency, open_elapsed));
     let ratios = ceilings.map(|c| {
         let ratios = vec![
