@@ -11,6 +11,7 @@ use crossbeam_epoch::{self as epoch, Guard, Shared};
 use iobuf::{Geometry, Log, LogMetrics, Lsn, PageId, Reservation};
 use recovery::SnapshotStore;
 
+use crate::bases::BaseIndex;
 use crate::config::Config;
 use crate::entry::{
     Chain, Charged, Entry, PageState, Resident, Version, entry_ref, new_owned, park, retire,
@@ -115,7 +116,8 @@ pub struct Stats {
 #[derive(Debug)]
 pub(crate) struct CleanerState {
     /// Records of the segment at the cleaning cursor ([`Inner::clean_cursor`]) still to
-    /// examine, last first.
+    /// examine, last first: all of them for a segment read back, only its bases for one the
+    /// index knows.
     pending: Vec<(RecordKind, PageId)>,
     /// The end of the segment `pending` came from (`None` when nothing is loaded).
     loaded_segment_end: Option<Lsn>,
@@ -164,6 +166,8 @@ pub(crate) struct Inner<M: Materializer> {
     /// left is not durable yet, so passes are skipped until the stable LSN moves.
     pub(crate) evict_blocked_at: AtomicU64,
     pub(crate) cleaner: Mutex<CleanerState>,
+    /// The pages with a base record in each segment written since open (for the cleaner).
+    pub(crate) bases: BaseIndex,
     /// The cleaning cursor: everything below is released (or about to be). Changed only by
     /// the thread holding `cleaner`; an atomic so a write checks whether cleaning is wanted
     /// without touching that lock.
@@ -1089,7 +1093,13 @@ impl<M: Materializer> Inner<M> {
         let mut reservation = self.log.reserve(record.len())?;
         reservation.buffer_mut().copy_from_slice(record);
         match PackedLocation::pack(reservation.location(), self.geometry()) {
-            Ok(location) => Ok((reservation, location)),
+            Ok(location) => {
+                // Noted before the reservation completes or aborts (see `bases`).
+                if let Ok((RecordKind::Base, pid, _)) = record::decode_record(record) {
+                    self.bases.note(location.lsn(), pid.0);
+                }
+                Ok((reservation, location))
+            }
             Err(unpackable) => {
                 reservation.abort()?;
                 Err(unpackable.into_write_error())
@@ -1372,6 +1382,11 @@ impl<M: Materializer> Inner<M> {
     /// looking each one up was two loads from cold memory (its slot and its entry) to learn
     /// what its base's turn decides anyway. Debug builds check the consequence after every
     /// segment (`assert_no_chain_below`).
+    ///
+    /// The bases of a segment written since open come from the index writes keep
+    /// ([`BaseIndex`]), so only those records are examined and nothing is read; other
+    /// segments are read back and every record is examined. Under B's mixed workload, two
+    /// threads ran 3 to 18 % faster with the index (four alternations).
     fn clean_some(&self, state: &mut CleanerState, budget: u32) -> Result<u32> {
         let geometry = self.log.config().geometry();
         let segment_len = geometry.segment_len_bytes();
@@ -1393,18 +1408,27 @@ impl<M: Materializer> Inner<M> {
                     }
                     // The last segment's list is empty by now; its allocation is reused.
                     let mut records = std::mem::take(&mut state.pending);
-                    // The segment alone (not the next one's first record to see where it
-                    // ends), and only each record's header, decoded in the iterator's
-                    // segment buffer: nothing is copied out per record.
-                    let mut iter = self.log.iter_range(cursor, end)?;
-                    while let Some(item) = iter.next_with(|location, bytes| {
-                        record::decode_record(bytes)
-                            .map(|(kind, pid, _)| (kind, pid))
-                            .map_err(|reason| Error::corruption(None, Some(location.lsn), reason))
-                    }) {
-                        records.push(item??);
+                    let segment_start = Lsn(end.0 - segment_len);
+                    if let Some(pids) = self.bases.take(segment_start) {
+                        // Written since open: its bases are known without reading it.
+                        let bases = pids.iter().rev();
+                        records.extend(bases.map(|&pid| (RecordKind::Base, PageId(pid))));
+                    } else {
+                        // The segment alone (not the next one's first record to see where it
+                        // ends), and only each record's header, decoded in the iterator's
+                        // segment buffer: nothing is copied out per record.
+                        let mut iter = self.log.iter_range(cursor, end)?;
+                        while let Some(item) = iter.next_with(|location, bytes| {
+                            record::decode_record(bytes)
+                                .map(|(kind, pid, _)| (kind, pid))
+                                .map_err(|reason| {
+                                    Error::corruption(None, Some(location.lsn), reason)
+                                })
+                        }) {
+                            records.push(item??);
+                        }
+                        records.reverse();
                     }
-                    records.reverse();
                     state.pending = records;
                     state.loaded_segment_end = Some(end);
                     end

@@ -224,7 +224,8 @@ impl ConfigBuilder {
     /// while the log span is within a quarter segment of the space target; the write holding
     /// the cleaning lock examines up to 16 times as many when the span runs further past (so
     /// one cleaner keeps up with several writers). This bounds the cleaning work (and
-    /// latency) a write takes on. Default 16.
+    /// latency) a write takes on. In a segment written since open only its base records
+    /// are examined (the others need no look); each may cost a page's rewrite. Default 16.
     pub fn clean_records_per_write(mut self, n_records: u32) -> Self {
         self.clean_records_per_write = n_records;
         self

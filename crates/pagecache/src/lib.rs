@@ -88,7 +88,8 @@
 //!   readers page in at once. Outside the budget, every live page costs its entry (192 bytes
 //!   with a `Vec` value, its chain of up to 7 locations of 16 bytes included) and an 8-byte table slot,
 //!   and each thread that uses the cache keeps up to 256 emptied entries for reuse (the
-//!   entries it frees as it collects the epoch's garbage).
+//!   entries it frees as it collects the epoch's garbage). The cleaner's index of base
+//!   records takes 8 bytes per base written since open and not yet cleaned, at most 8 MiB.
 //! * **Cleaning.** Each write examines a bounded number of records of the oldest segment and
 //!   rewrites (as one merged base at the tip) every page that still uses one; once the whole
 //!   segment is examined it is released, and the log reuses it when the release is durable.
@@ -98,8 +99,10 @@
 //!   and a whole segment past it the others wait for their share, so many writers cannot
 //!   outrun the cleaning. Only base records send the cleaner to the page table: a page that
 //!   uses the oldest segment has its chain's base there (chains start with a base, and older
-//!   segments were cleaned before). The cleaner prefetches the table slots and entries of
-//!   the bases it is about to examine. A released segment is reused once a later segment header recording the release
+//!   segments were cleaned before). Writes note the page of every base record they
+//!   reserve in the segment it lands in (`bases.rs`), so the cleaner reads back only
+//!   segments written before open or left out of the index at its cap. The cleaner
+//!   prefetches the table slots and entries of the bases it is about to examine. A released segment is reused once a later segment header recording the release
 //!   is durable (the log asks its flusher for a sync as soon as such a header starts), so the
 //!   file is that span plus a fixed part: the segment being written, the one being cleaned
 //!   and what was written since the last sync. With the default target (1.3) and 2 MiB
@@ -142,6 +145,7 @@
 //! * Snapshots are full: each lists every page's locations (about 25 bytes per fragment).
 #![deny(unsafe_code)]
 
+mod bases;
 mod cache;
 mod config;
 mod entry;

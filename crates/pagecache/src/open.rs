@@ -11,6 +11,7 @@ use iobuf::storage::{FsStorage, Storage};
 use iobuf::{Geometry, Location, Lsn};
 use recovery::{OpenOptions, RecoveryError, RecoveryReport, SnapshotInfo, SnapshotStore};
 
+use crate::bases::{BaseIndex, MAX_INDEXED_BASES};
 use crate::cache::{CleanerState, Inner, MetaState, PageCache};
 use crate::config::Config;
 use crate::entry::{Chain, Entry, PageState, Resident};
@@ -253,6 +254,9 @@ impl<M: Materializer> PageCache<M> {
         let id_high_water = meta.id_high_water;
         let n_free_ids = free_ids.len();
         let background_snapshots = config.background_snapshots;
+        // Every base record from now on is reserved through `Inner::reserve_record`, which
+        // notes it; the segment holding the tip has older records and is not indexed.
+        let bases = BaseIndex::new(geometry.segment_len_bytes(), log.tip(), MAX_INDEXED_BASES);
         let inner = Arc::new(Inner {
             materializer,
             log,
@@ -266,6 +270,7 @@ impl<M: Materializer> PageCache<M> {
             resident_ring: Mutex::new(VecDeque::new()),
             evict_blocked_at: AtomicU64::new(0),
             cleaner: Mutex::new(CleanerState::new()),
+            bases,
             clean_cursor: AtomicU64::new(log_start.0),
             meta: Mutex::new(MetaState {
                 meta,
