@@ -1428,6 +1428,7 @@ impl<M: Materializer> Inner<M> {
                             records.push(item??);
                         }
                         records.reverse();
+                        Metrics::bump(&self.metrics.n_segments_read_back, 1);
                     }
                     state.pending = records;
                     state.loaded_segment_end = Some(end);

@@ -77,6 +77,9 @@ pub struct Metrics {
     pub n_records_examined: AtomicU64,
     /// Segments the cleaner emptied and released.
     pub n_segments_cleaned: AtomicU64,
+    /// Of those, segments it read back from the data file to find their base records
+    /// (written before open, or left out of its index at the cap); it knows the others'.
+    pub n_segments_read_back: AtomicU64,
     /// Snapshots written.
     pub n_snapshots: AtomicU64,
     /// Time to read a page's missing fragments back.

@@ -189,3 +189,78 @@ fn segments_larger_than_the_ring_do_not_hold_the_span_above_the_target() {
     assert!(span_ratio <= 1.55, "the log span is {span_ratio:.2}x live");
     cache.close().expect("close");
 }
+
+/// The cleaner knows the base records of every segment written since open (`bases.rs`) and
+/// reads back only the others: in a fresh store, at most the first segment (it holds the
+/// tip at open); after a reopen, the segments written before it. Every page keeps its last
+/// value throughout.
+#[test]
+fn the_cleaner_reads_back_only_segments_written_before_open() {
+    let storage = Arc::new(SimStorage::new());
+    let (cache, _) = PageCache::open(storage.clone(), config(), Concat).expect("open");
+    let mut versions = Vec::with_capacity(N_PAGES as usize);
+    for pid in 0..N_PAGES {
+        let (_, written) = cache.allocate(value(pid)).expect("allocate");
+        versions.push(written.version);
+    }
+    cache.flush().expect("flush");
+    overwrite_uniformly(&cache, &mut versions, 0x9E37_79B9_7F4A_7C15, |_, _| {});
+    let cleaned_and_read_back = |cache: &PageCache<Concat>| {
+        let metrics = cache.metrics();
+        (
+            count(&metrics.n_segments_cleaned),
+            count(&metrics.n_segments_read_back),
+        )
+    };
+    let (n_cleaned, n_read_back) = cleaned_and_read_back(&cache);
+    eprintln!("fresh store: {n_cleaned} segments cleaned, {n_read_back} read back");
+    assert!(n_cleaned > 20, "the workload cleans many segments");
+    assert!(n_read_back <= 1, "{n_read_back} segments were read back");
+    // What the cleaning kept on disk is every page's last value.
+    let expected = read_values(&cache);
+    cache.close().expect("close");
+
+    let (cache, _) = PageCache::open(storage.clone(), config(), Concat).expect("reopen");
+    assert_eq!(read_values(&cache), expected);
+    let span_at_open = cache.stats().log_span_bytes;
+    for (pid, version) in versions.iter_mut().enumerate() {
+        *version = cache
+            .get(PageId(pid as u64))
+            .expect("get")
+            .expect("live")
+            .version;
+    }
+    overwrite_uniformly(&cache, &mut versions, 0x2545_F491_4F6C_DD1D, |_, _| {});
+    let (n_cleaned, n_read_back) = cleaned_and_read_back(&cache);
+    let segment_len_bytes = config().log().segment_len_bytes();
+    let n_before_open = span_at_open.div_ceil(segment_len_bytes) + 1;
+    eprintln!(
+        "reopened: {n_cleaned} segments cleaned, {n_read_back} read back, {n_before_open} \
+         segments at most written before open"
+    );
+    assert!(
+        n_read_back >= 1,
+        "segments written before open are read back"
+    );
+    assert!(
+        n_read_back <= n_before_open,
+        "{n_read_back} segments read back, more than the {n_before_open} written before open"
+    );
+    assert!(n_cleaned > n_read_back + 20);
+    // What the cleaning kept on disk is every page's last value.
+    let expected = read_values(&cache);
+    cache.close().expect("close");
+    let (cache, _) = PageCache::open(storage, config(), Concat).expect("reopen");
+    assert_eq!(read_values(&cache), expected);
+    cache.close().expect("close");
+}
+
+/// Every page's value.
+fn read_values(cache: &PageCache<Concat>) -> std::collections::BTreeMap<u64, Vec<u8>> {
+    (0..N_PAGES)
+        .map(|pid| {
+            let page = cache.get(PageId(pid)).expect("get").expect("live");
+            (pid, page.value)
+        })
+        .collect()
+}
