@@ -22,9 +22,10 @@ use iobuf::Lsn;
 
 use crate::cache::lock;
 
-/// Page ids the index holds at most (8 bytes each, so 8 MiB): about 2.5 times the bases in
-/// the span of `bench_pages`' mixed workload (100 000 pages). Past it, a segment that gains
-/// a base leaves the index and is read back when its turn comes.
+/// Page ids the index holds at most (8 bytes each, so 8 MiB, and up to as much again in the
+/// lists' spare capacity): several times the bases in the span of `bench_pages`' mixed
+/// workload (100 000 pages). Past it, a segment that gains a base leaves the index and is
+/// read back when its turn comes.
 pub(crate) const MAX_INDEXED_BASES: usize = 1 << 20;
 
 /// Per segment written since open, the pages with a base record in it.

@@ -89,7 +89,8 @@
 //!   with a `Vec` value, its chain of up to 7 locations of 16 bytes included) and an 8-byte table slot,
 //!   and each thread that uses the cache keeps up to 256 emptied entries for reuse (the
 //!   entries it frees as it collects the epoch's garbage). The cleaner's index of base
-//!   records takes 8 bytes per base written since open and not yet cleaned, at most 8 MiB.
+//!   records holds 8 bytes per base written since open and not yet cleaned, for at most
+//!   2^20 bases (8 MiB, up to twice that with its lists' spare capacity).
 //! * **Cleaning.** Each write examines a bounded number of records of the oldest segment and
 //!   rewrites (as one merged base at the tip) every page that still uses one; once the whole
 //!   segment is examined it is released, and the log reuses it when the release is durable.
