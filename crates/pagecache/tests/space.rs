@@ -54,6 +54,19 @@ fn value(seed: u64) -> Vec<u8> {
         .collect()
 }
 
+/// Allocates pages `0..N_PAGES` and flushes; returns their versions.
+fn allocate_all(cache: &PageCache<Concat>) -> Vec<Version> {
+    let versions = (0..N_PAGES)
+        .map(|pid| {
+            let (allocated, written) = cache.allocate(value(pid)).expect("allocate");
+            assert_eq!(allocated, PageId(pid));
+            written.version
+        })
+        .collect();
+    cache.flush().expect("flush");
+    versions
+}
+
 /// Replaces random pages (flushing every `FLUSH_EVERY_WRITES`) until the log has written five
 /// times the live bytes it started with; `after_flush` sees the cache and the bytes written
 /// so far after each flush. Returns the number of replaces.
@@ -89,15 +102,8 @@ fn overwrite_uniformly(
 fn uniform_overwrites_keep_the_file_within_one_and_a_half_times_live() {
     let storage = Arc::new(SimStorage::new());
     let (cache, _) = PageCache::open(storage.clone(), config(), Concat).expect("open");
-    let mut user_bytes = 0u64;
-    let mut versions = Vec::with_capacity(N_PAGES as usize);
-    for pid in 0..N_PAGES {
-        let (allocated, written) = cache.allocate(value(pid)).expect("allocate");
-        assert_eq!(allocated, PageId(pid));
-        versions.push(written.version);
-        user_bytes += VALUE_LEN_BYTES as u64;
-    }
-    cache.flush().expect("flush");
+    let mut versions = allocate_all(&cache);
+    let mut user_bytes = N_PAGES * VALUE_LEN_BYTES as u64;
     let live_after_fill = cache.stats().live_bytes;
 
     let mut max_ratio_late = 0f64;
@@ -171,12 +177,7 @@ fn segments_larger_than_the_ring_do_not_hold_the_span_above_the_target() {
         .build()
         .expect("valid");
     let (cache, _) = PageCache::open(Arc::new(SimStorage::new()), config, Concat).expect("open");
-    let mut versions = Vec::with_capacity(N_PAGES as usize);
-    for pid in 0..N_PAGES {
-        let (_, written) = cache.allocate(value(pid)).expect("allocate");
-        versions.push(written.version);
-    }
-    cache.flush().expect("flush");
+    let mut versions = allocate_all(&cache);
     overwrite_uniformly(&cache, &mut versions, 0x2545_F491_4F6C_DD1D, |_, _| {});
     let stats = cache.stats();
     let span_ratio = stats.log_span_bytes as f64 / stats.live_bytes as f64;
@@ -198,12 +199,7 @@ fn segments_larger_than_the_ring_do_not_hold_the_span_above_the_target() {
 fn the_cleaner_reads_back_only_segments_written_before_open() {
     let storage = Arc::new(SimStorage::new());
     let (cache, _) = PageCache::open(storage.clone(), config(), Concat).expect("open");
-    let mut versions = Vec::with_capacity(N_PAGES as usize);
-    for pid in 0..N_PAGES {
-        let (_, written) = cache.allocate(value(pid)).expect("allocate");
-        versions.push(written.version);
-    }
-    cache.flush().expect("flush");
+    let mut versions = allocate_all(&cache);
     overwrite_uniformly(&cache, &mut versions, 0x9E37_79B9_7F4A_7C15, |_, _| {});
     let cleaned_and_read_back = |cache: &PageCache<Concat>| {
         let metrics = cache.metrics();
