@@ -457,3 +457,121 @@ impl<'a> Rebuild<'a> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::location::MAX_RECORD_LEN_BYTES;
+    use crate::materializer::DecodeError;
+    use crate::record::SnapshotWriter;
+    use iobuf::PageId;
+    use iobuf::storage::SimStorage;
+
+    /// Values are byte strings; a chain merges by concatenation.
+    struct Bytes;
+
+    impl Materializer for Bytes {
+        type Fragment = Vec<u8>;
+
+        fn encode(&self, fragment: &Vec<u8>, out: &mut Vec<u8>) {
+            out.extend_from_slice(fragment);
+        }
+
+        fn decode(&self, bytes: &[u8]) -> std::result::Result<Vec<u8>, DecodeError> {
+            Ok(bytes.to_vec())
+        }
+
+        fn merge(&self, chain: &[&Vec<u8>]) -> Vec<u8> {
+            chain
+                .iter()
+                .flat_map(|fragment| fragment.iter().copied())
+                .collect()
+        }
+
+        fn size_in_bytes(&self, fragment: &Vec<u8>) -> usize {
+            fragment.len()
+        }
+    }
+
+    fn config() -> Config {
+        Config::builder()
+            .segment_len_bytes(64 << 10)
+            .io_buf_len_bytes(8 << 10)
+            .n_io_bufs(2)
+            .blob_threshold_bytes(4 << 10)
+            .flush_every(None)
+            .background_snapshots(false)
+            .build()
+            .expect("valid")
+    }
+
+    /// A store of one page with a snapshot of it; returns the snapshot's replay point and
+    /// the page's location in it.
+    fn store_with_a_snapshot(storage: &Arc<SimStorage>) -> (Lsn, Location) {
+        let (cache, _) = PageCache::open(storage.clone(), config(), Bytes).expect("open");
+        cache.allocate(b"page".to_vec()).expect("allocate");
+        cache.flush().expect("flush");
+        cache.snapshot().expect("snapshot");
+        cache.close().expect("close");
+        let loaded = SnapshotStore::new(storage.clone())
+            .load_newest()
+            .expect("load")
+            .expect("a snapshot");
+        let view = SnapshotView::parse(&loaded.payload).expect("parse");
+        let page = view.pages().next().expect("one page").expect("valid");
+        let location = page.locations().next().expect("one location");
+        (loaded.info.replay_from, location)
+    }
+
+    /// A snapshot whose checksum is right but whose location has no packed form is
+    /// corruption of that snapshot: open names the file and the reason, and builds nothing
+    /// from it.
+    #[test]
+    fn a_snapshot_location_that_cannot_be_packed_is_corruption_of_that_snapshot() {
+        type Spoil = fn(&mut Location);
+        let cases: [(&str, Spoil); 4] = [
+            ("too long", |location| {
+                location.len_bytes = MAX_RECORD_LEN_BYTES + 1;
+            }),
+            ("offset disagrees", |location| location.file_offset += 1),
+            ("lsn at the limit", |location| location.lsn = Lsn(u64::MAX)),
+            ("segment beyond the limit", |location| {
+                // Segment 2^32 of 64 KiB segments, at the same offset within it.
+                location.file_offset += (1u64 << 32) * (64 << 10);
+            }),
+        ];
+        for (name, spoil) in cases {
+            let storage = Arc::new(SimStorage::new());
+            let (replay_from, mut location) = store_with_a_snapshot(&storage);
+            spoil(&mut location);
+            let mut writer = SnapshotWriter::new(1, Lsn(0), &Meta::default());
+            writer.page(PageId(0), std::iter::once(location));
+            let written = SnapshotStore::new(storage.clone())
+                .write(replay_from, &writer.finish())
+                .expect("write the spoiled snapshot");
+            let error = PageCache::open(storage.clone(), config(), Bytes)
+                .err()
+                .unwrap_or_else(|| panic!("{name}: opened"));
+            let Error::Corruption {
+                page: None,
+                lsn: None,
+                reason,
+            } = &error
+            else {
+                panic!("{name}: {error:?}");
+            };
+            assert!(
+                reason.contains(&written.file_name),
+                "{name}: {reason} does not name {}",
+                written.file_name
+            );
+            let expected = match name {
+                "too long" => "longer than",
+                "offset disagrees" => "does not agree",
+                "lsn at the limit" => "u64::MAX",
+                _ => "beyond the 2^32 segments",
+            };
+            assert!(reason.contains(expected), "{name}: {reason}");
+        }
+    }
+}
