@@ -90,8 +90,10 @@
 //!   and each thread that uses the cache keeps up to 256 emptied entries for reuse (the
 //!   entries it frees as it collects the epoch's garbage). The cleaner's index of base
 //!   records holds 8 bytes per base written since open and not yet cleaned, for at most
-//!   2^20 bases (8 MiB, up to twice that with its lists' spare capacity).
-//! * **Cleaning.** Each write examines a bounded number of records of the oldest segment and
+//!   2^20 bases (8 MiB; the lists' spare capacity and the cleaner's copy of the segment it
+//!   works through come on top).
+//! * **Cleaning.** Each write examines a bounded number of records of the oldest segment
+//!   (only its base records, when the segment was written since open) and
 //!   rewrites (as one merged base at the tip) every page that still uses one; once the whole
 //!   segment is examined it is released, and the log reuses it when the release is durable.
 //!   Cleaning runs while the log spans more than `space_amplification_target` times the live

@@ -19,7 +19,9 @@ pub struct Counter {
     stripes: [CachePadded<AtomicU64>; N_STRIPES],
 }
 
-fn stripe_index() -> usize {
+/// This thread's stripe, below [`N_STRIPES`]: threads take stripes in turn as they first
+/// ask (also used by the cleaner's index of base records).
+pub(crate) fn stripe_index() -> usize {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     thread_local!(static INDEX: Cell<usize> = const { Cell::new(usize::MAX) });
     INDEX.with(|index| {
@@ -77,8 +79,9 @@ pub struct Metrics {
     pub n_records_examined: AtomicU64,
     /// Segments the cleaner emptied and released.
     pub n_segments_cleaned: AtomicU64,
-    /// Of those, segments it read back from the data file to find their base records
+    /// Segments the cleaner read back from the data file to find their base records
     /// (written before open, or left out of its index at the cap); it knows the others'.
+    /// Counted when read, so it can be one ahead of the segments cleaned.
     pub n_segments_read_back: AtomicU64,
     /// Snapshots written.
     pub n_snapshots: AtomicU64,

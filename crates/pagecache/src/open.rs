@@ -11,7 +11,7 @@ use iobuf::storage::{FsStorage, Storage};
 use iobuf::{Geometry, Location, Lsn};
 use recovery::{OpenOptions, RecoveryError, RecoveryReport, SnapshotInfo, SnapshotStore};
 
-use crate::bases::{BaseIndex, MAX_INDEXED_BASES};
+use crate::bases::{BaseIndex, MAX_INDEXED_BASES_PER_STRIPE};
 use crate::cache::{CleanerState, Inner, MetaState, PageCache};
 use crate::config::Config;
 use crate::entry::{Chain, Entry, PageState, Resident};
@@ -255,8 +255,12 @@ impl<M: Materializer> PageCache<M> {
         let n_free_ids = free_ids.len();
         let background_snapshots = config.background_snapshots;
         // Every base record from now on is reserved through `Inner::reserve_record`, which
-        // notes it; the segment holding the tip has older records and is not indexed.
-        let bases = BaseIndex::new(geometry.segment_len_bytes(), log.tip(), MAX_INDEXED_BASES);
+        // notes it; the segment holding the tip may have older records and is not indexed.
+        let bases = BaseIndex::new(
+            geometry.segment_len_bytes(),
+            log.tip(),
+            MAX_INDEXED_BASES_PER_STRIPE,
+        );
         let inner = Arc::new(Inner {
             materializer,
             log,

@@ -212,7 +212,7 @@ fn the_cleaner_reads_back_only_segments_written_before_open() {
     eprintln!("fresh store: {n_cleaned} segments cleaned, {n_read_back} read back");
     assert!(n_cleaned > 20, "the workload cleans many segments");
     assert!(n_read_back <= 1, "{n_read_back} segments were read back");
-    // What the cleaning kept on disk is every page's last value.
+    // The pages are resident; the reopen below reads them from what the cleaning kept.
     let expected = read_values(&cache);
     cache.close().expect("close");
 
@@ -243,7 +243,7 @@ fn the_cleaner_reads_back_only_segments_written_before_open() {
         "{n_read_back} segments read back, more than the {n_before_open} written before open"
     );
     assert!(n_cleaned > n_read_back + 20);
-    // What the cleaning kept on disk is every page's last value.
+    // The pages are resident; the reopen below reads them from what the cleaning kept.
     let expected = read_values(&cache);
     cache.close().expect("close");
     let (cache, _) = PageCache::open(storage, config(), Concat).expect("reopen");
