@@ -502,7 +502,12 @@ mod tests {
         };
         // A table of one slot, as the page table holds entries.
         let slot = crossbeam_epoch::Atomic::<Entry<Counted>>::null();
-        let guard = crossbeam_epoch::pin();
+        // A collector of its own, with this thread its only participant, so the deferred
+        // recycle runs here. (Under the global collector, another test's thread could
+        // collect it, and the spare would be that thread's: the test failed now and then.)
+        let collector = crossbeam_epoch::Collector::new();
+        let handle = collector.register();
+        let guard = handle.pin();
         slot.store(new_owned(entry(1)), Ordering::SeqCst);
         let first = slot.load(Ordering::SeqCst, &guard);
         let first_address = first.as_raw() as usize;
@@ -516,14 +521,14 @@ mod tests {
         // recycle on this thread, which drops the value and keeps the allocation.
         let mut n_tries = 0;
         while n_dropped.load(Ordering::SeqCst) == 0 {
-            let guard = crossbeam_epoch::pin();
+            let guard = handle.pin();
             guard.flush();
             n_tries += 1;
             assert!(n_tries < 10_000, "the retired entry was never collected");
         }
         assert_eq!(n_dropped.load(Ordering::SeqCst), 1);
-        // The allocation is now a spare of this thread. (Collecting may also have run other
-        // tests' garbage here; keep only ours so the next allocation must take it.)
+        // The allocation is now a spare of this thread; keep only it, so the next allocation
+        // must take it.
         let address =
             |spare: &Box<dyn Any + Send>| std::ptr::from_ref(&**spare).cast::<()>() as usize;
         SPARE_ENTRIES.with(|spares| {
@@ -536,7 +541,7 @@ mod tests {
         let reused_address = std::ptr::from_ref::<Entry<Counted>>(&reused) as usize;
         assert_eq!(reused_address, first_address);
         drop(reused);
-        let guard = crossbeam_epoch::pin();
+        let guard = handle.pin();
         let last = slot.swap(crossbeam_epoch::Shared::null(), Ordering::SeqCst, &guard);
         // SAFETY: the test's only slot no longer holds `last` and no other thread has seen it.
         drop(unsafe { last.into_owned() });
