@@ -795,7 +795,7 @@ fn mixed_workload(dir: &Path, n_threads: u64, duration: Duration) -> BenchResult
     let stats = cache.stats();
     println!(
         "    cache hit ratio {:.3}, consolidations {}, relocations {}, segments cleaned {} \
-         ({} records examined), resident {} MiB, live {} MiB, log span {} MiB",
+         ({} bases examined), resident {} MiB, live {} MiB, log span {} MiB",
         metrics.cache_hit_ratio(),
         Metrics::get(&metrics.n_consolidations),
         Metrics::get(&metrics.n_relocations),

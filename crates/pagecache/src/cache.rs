@@ -112,13 +112,12 @@ pub struct Stats {
     pub page_id_high_water: u64,
 }
 
-/// What the cleaner is working through: the records of the oldest segment not yet released.
+/// What the cleaner is working through: the bases of the oldest segment not yet released.
 #[derive(Debug)]
 pub(crate) struct CleanerState {
-    /// Records of the segment at the cleaning cursor ([`Inner::clean_cursor`]) still to
-    /// examine, last first: all of them for a segment read back, only its bases for one the
-    /// index knows.
-    pending: Vec<(RecordKind, PageId)>,
+    /// Pages with a base record in the segment at the cleaning cursor
+    /// ([`Inner::clean_cursor`]) still to examine, last first.
+    pending: Vec<PageId>,
     /// The end of the segment `pending` came from (`None` when nothing is loaded).
     loaded_segment_end: Option<Lsn>,
 }
@@ -1372,8 +1371,8 @@ impl<M: Materializer> Inner<M> {
         Ok(())
     }
 
-    /// Examines at most `budget` records of the oldest segment while cleaning is wanted;
-    /// returns how many it examined (0 when there was nothing it could do yet).
+    /// Examines at most `budget` base records of the oldest segment while cleaning is
+    /// wanted; returns how many it examined (0 when there was nothing it could do yet).
     ///
     /// Only base records send the cleaner to the page table. Every chain starts with a base
     /// (an allocation, a `replace`, a consolidation or a relocation; a delta only extends a
@@ -1386,9 +1385,9 @@ impl<M: Materializer> Inner<M> {
     /// segment (`assert_no_chain_below`).
     ///
     /// The bases of a segment written since open come from the index writes keep
-    /// ([`BaseIndex`]), so only those records are examined and nothing is read; other
-    /// segments are read back and every record is examined. In a loop of `bench_pages`' B
-    /// mix on two threads, the index gained 3 to 18 % (four alternations).
+    /// ([`BaseIndex`]), so nothing is read; other segments are read back and their bases
+    /// picked out of every record's header. In a loop of `bench_pages`' B mix on two
+    /// threads, the index gained 3 to 18 % (four alternations).
     fn clean_some(&self, state: &mut CleanerState, budget: u32) -> Result<u32> {
         let geometry = self.log.config().geometry();
         let segment_len = geometry.segment_len_bytes();
@@ -1409,12 +1408,11 @@ impl<M: Materializer> Inner<M> {
                         break;
                     }
                     // The last segment's list is empty by now; its allocation is reused.
-                    let mut records = std::mem::take(&mut state.pending);
+                    let mut bases = std::mem::take(&mut state.pending);
                     let segment_start = Lsn(end.0 - segment_len);
                     if let Some(pids) = self.bases.take(segment_start) {
                         // Written since open: its bases are known without reading it.
-                        let bases = pids.iter().rev();
-                        records.extend(bases.map(|&pid| (RecordKind::Base, PageId(pid))));
+                        bases.extend(pids.iter().rev().map(|&pid| PageId(pid)));
                     } else {
                         // The segment alone (not the next one's first record to see where it
                         // ends), and only each record's header, decoded in the iterator's
@@ -1422,17 +1420,17 @@ impl<M: Materializer> Inner<M> {
                         let mut iter = self.log.iter_range(cursor, end)?;
                         while let Some(item) = iter.next_with(|location, bytes| {
                             record::decode_record(bytes)
-                                .map(|(kind, pid, _)| (kind, pid))
+                                .map(|(kind, pid, _)| starts_chain(kind).then_some(pid))
                                 .map_err(|reason| {
                                     Error::corruption(None, Some(location.lsn), reason)
                                 })
                         }) {
-                            records.push(item??);
+                            bases.extend(item??);
                         }
-                        records.reverse();
+                        bases.reverse();
                         Metrics::bump(&self.metrics.n_segments_read_back, 1);
                     }
-                    state.pending = records;
+                    state.pending = bases;
                     state.loaded_segment_end = Some(end);
                     end
                 }
@@ -1440,12 +1438,10 @@ impl<M: Materializer> Inner<M> {
             if n_prefetched == 0 {
                 n_prefetched = self.prefetch_pending(&state.pending, n_left as usize);
             }
-            if let Some(&(kind, pid)) = state.pending.last() {
-                if starts_chain(kind) {
-                    self.relocate(pid, segment_end)?;
-                }
+            if let Some(&pid) = state.pending.last() {
+                self.relocate(pid, segment_end)?;
                 // Only now, so a relocation that failed (a read error paging the chain in)
-                // is tried again by the next write's share: taking the record first let
+                // is tried again by the next write's share: taking the page first let
                 // cleaning go on without it and release a segment the page still used
                 // (`tests/cleaning_errors.rs`).
                 state.pending.pop();
@@ -1455,8 +1451,8 @@ impl<M: Materializer> Inner<M> {
             }
             #[cfg(debug_assertions)]
             self.assert_no_chain_below(segment_end);
-            // Every record of the segment was examined. The metadata record moves too if it
-            // is still there; then everything below the segment's end may be reused.
+            // Every base of the segment was examined. The metadata record moves too if it is
+            // still there; then everything below the segment's end may be reused.
             {
                 let mut meta = lock(&self.meta);
                 if meta.lsn < segment_end && meta.frame_len_bytes > 0 {
@@ -1472,26 +1468,22 @@ impl<M: Materializer> Inner<M> {
         Ok(budget - n_left)
     }
 
-    /// Starts loading the table slots, then the entries, of the bases among the next `n`
-    /// records the cleaner will examine (the end of `pending`) and returns how many records
-    /// that is. Each base needs its page's slot and entry, two dependent loads from memory
-    /// that is cold (the pages of a segment's records are spread over the whole table), and
-    /// examining one record at a time waits for each in turn (when every record was looked
+    /// Starts loading the table slots, then the entries, of the next `n` pages the cleaner
+    /// will examine (the end of `pending`) and returns how many pages that is. Each needs
+    /// its slot and entry, two dependent loads from memory that is cold (the pages of a
+    /// segment's records are spread over the whole table), and examining one page at a
+    /// time waits for each in turn (when every record was looked
     /// up, about 7 % of the samples of a link-only loop at the default space target went to
     /// that one comparison). Batched like this, the loads of a batch overlap, and the
     /// cleaner's share of those samples fell from 9.7 % to 4.3 %.
-    fn prefetch_pending(&self, pending: &[(RecordKind, PageId)], n: usize) -> usize {
+    fn prefetch_pending(&self, pending: &[PageId], n: usize) -> usize {
         let batch = &pending[pending.len().saturating_sub(n)..];
         let guard = epoch::pin();
-        for (kind, pid) in batch {
-            if starts_chain(*kind) {
-                self.table.prefetch_slot(pid.0, &guard);
-            }
+        for pid in batch {
+            self.table.prefetch_slot(pid.0, &guard);
         }
-        for (kind, pid) in batch {
-            if starts_chain(*kind) {
-                table::prefetch(self.table.load(pid.0, &guard).as_raw());
-            }
+        for pid in batch {
+            table::prefetch(self.table.load(pid.0, &guard).as_raw());
         }
         batch.len()
     }

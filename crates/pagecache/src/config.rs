@@ -39,7 +39,7 @@ pub enum ConfigError {
     /// The id generator must persist at least one id at a time.
     #[error("id_persist_interval must be at least 1")]
     IdPersistInterval,
-    /// The cleaner must be allowed to look at one record per write at least.
+    /// The cleaner must be allowed to look at one base record per write at least.
     #[error("clean_records_per_write must be at least 1")]
     CleanRecordsPerWrite,
 }
@@ -103,7 +103,7 @@ impl Config {
         self.id_persist_interval
     }
 
-    /// How many log records a write may examine for cleaning.
+    /// How many base records a write may examine for cleaning.
     pub fn clean_records_per_write(&self) -> u32 {
         self.clean_records_per_write
     }
@@ -220,12 +220,12 @@ impl ConfigBuilder {
         self
     }
 
-    /// Each write examines at most this many log records of the oldest segment for cleaning
-    /// while the log span is within a quarter segment of the space target; the write holding
-    /// the cleaning lock examines up to 16 times as many when the span runs further past (so
+    /// Each write examines at most this many base records of the oldest segment for
+    /// cleaning (each may cost a page's rewrite; the other records need no look) while the
+    /// log span is within a quarter segment of the space target; the write holding the
+    /// cleaning lock examines up to 16 times as many when the span runs further past (so
     /// one cleaner keeps up with several writers). This bounds the cleaning work (and
-    /// latency) a write takes on. In a segment written since open only its base records
-    /// are examined (the others need no look); each may cost a page's rewrite. Default 16.
+    /// latency) a write takes on. Default 16.
     pub fn clean_records_per_write(mut self, n_records: u32) -> Self {
         self.clean_records_per_write = n_records;
         self

@@ -92,10 +92,9 @@
 //!   records holds 8 bytes per base written since open and not yet cleaned, for at most
 //!   2^20 bases (8 MiB; the lists' spare capacity and the cleaner's copy of the segment it
 //!   works through come on top).
-//! * **Cleaning.** Each write examines a bounded number of records of the oldest segment
-//!   (only its base records, when the segment was written since open) and
-//!   rewrites (as one merged base at the tip) every page that still uses one; once the whole
-//!   segment is examined it is released, and the log reuses it when the release is durable.
+//! * **Cleaning.** Each write examines a bounded number of base records of the oldest
+//!   segment and rewrites (as one merged base at the tip) every page that still uses the
+//!   segment; once the whole segment is examined it is released, and the log reuses it when the release is durable.
 //!   Cleaning runs while the log spans more than `space_amplification_target` times the live
 //!   bytes. One write cleans at a time and the others go on; the further the span runs past
 //!   the target, the more the cleaning write examines (twice as much per quarter segment),

@@ -74,8 +74,7 @@ pub struct Metrics {
     pub n_relocations: AtomicU64,
     /// Bytes of records the cleaner wrote.
     pub relocated_bytes: AtomicU64,
-    /// Log records the cleaner examined (relocating the pages still using them): every
-    /// record of a segment it read back, the base records of one it knew from its index.
+    /// Base records the cleaner examined (relocating the pages still using them).
     pub n_records_examined: AtomicU64,
     /// Segments the cleaner emptied and released.
     pub n_segments_cleaned: AtomicU64,
