@@ -367,8 +367,8 @@ impl Log {
         // sealed, allocated or read: frames never cross a segment's end, and none lies past
         // the tip.
         let frame_len = location.frame_len_bytes();
-        let room = self.ring.config.geometry().segment_len_bytes()
-            - self.ring.config.geometry().offset_in_segment(location.lsn);
+        let geometry = self.ring.config.geometry();
+        let room = geometry.segment_len_bytes() - geometry.offset_in_segment(location.lsn);
         if frame_len > room {
             return Err(missing(format!(
                 "a frame of {frame_len} bytes would run past its segment's end"
@@ -389,7 +389,8 @@ impl Log {
             }
             self.ring.make_written(frame_end)?;
         }
-        let len = usize::try_from(frame_len).map_err(|_| missing("location too long".into()))?;
+        // At most a segment long (checked above), and a segment is at most 1 GiB.
+        let len = usize::try_from(frame_len).expect("a frame fits its segment");
         with_read_buffer(len, |frame_bytes| {
             self.ring
                 .data_file

@@ -847,8 +847,8 @@ impl Ring {
                     durable_release = durable_release.max(Some(front.log_start_in_header));
                 }
             }
-            let previous = self.release_durable();
-            let newly_durable_release = durable_release.filter(|&release| release > previous);
+            let newly_durable_release =
+                durable_release.filter(|&release| self.is_release_pending(release));
             if let Some(release) = newly_durable_release {
                 // Published in `release_durable` before the accountant may hand the segments
                 // below it out again: a read trusts a remembered salt only for a location at

@@ -464,7 +464,7 @@ fn write_a_little_into_the_next_segment(log: &Log) -> u64 {
 #[test]
 fn a_flush_makes_a_release_in_a_message_less_header_durable() {
     use iobuf::format::{BUFFER_START_FRAME_LEN, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN};
-    let log = Log::create(Arc::new(SimStorage::new()), tiny_config()).unwrap();
+    let (_storage, log) = new_log();
     let segment_len = tiny_config().segment_len_bytes;
     let released = fill_three_segments_and_release_the_first(&log);
     let prefix_len = SEGMENT_HEADER_LEN + BUFFER_START_FRAME_LEN;
