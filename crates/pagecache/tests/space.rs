@@ -8,7 +8,7 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{Concat, count};
+use common::{Concat, count, read_all};
 use iobuf::storage::SimStorage;
 use pagecache::{Config, PageCache, PageId, Version};
 
@@ -213,11 +213,11 @@ fn the_cleaner_reads_back_only_segments_written_before_open() {
     assert!(n_cleaned > 20, "the workload cleans many segments");
     assert!(n_read_back <= 1, "{n_read_back} segments were read back");
     // The pages are resident; the reopen below reads them from what the cleaning kept.
-    let expected = read_values(&cache);
+    let expected = read_all(&cache);
     cache.close().expect("close");
 
     let (cache, _) = PageCache::open(storage.clone(), config(), Concat).expect("reopen");
-    assert_eq!(read_values(&cache), expected);
+    assert_eq!(read_all(&cache), expected);
     let span_at_open = cache.stats().log_span_bytes;
     for (pid, version) in versions.iter_mut().enumerate() {
         *version = cache
@@ -244,19 +244,9 @@ fn the_cleaner_reads_back_only_segments_written_before_open() {
     );
     assert!(n_cleaned > n_read_back + 20);
     // The pages are resident; the reopen below reads them from what the cleaning kept.
-    let expected = read_values(&cache);
+    let expected = read_all(&cache);
     cache.close().expect("close");
     let (cache, _) = PageCache::open(storage, config(), Concat).expect("reopen");
-    assert_eq!(read_values(&cache), expected);
+    assert_eq!(read_all(&cache), expected);
     cache.close().expect("close");
-}
-
-/// Every page's value.
-fn read_values(cache: &PageCache<Concat>) -> std::collections::BTreeMap<u64, Vec<u8>> {
-    (0..N_PAGES)
-        .map(|pid| {
-            let page = cache.get(PageId(pid)).expect("get").expect("live");
-            (pid, page.value)
-        })
-        .collect()
 }

@@ -531,9 +531,15 @@ mod tests {
     #[test]
     fn a_child_that_failed_just_before_the_kill_is_not_counted_as_killed() {
         // By the kill it has exited, but nobody waited for it yet: `Child::kill` still
-        // succeeds on it, which is what used to count it as killed.
-        let mut failed = Command::new("sh").args(["-c", "exit 3"]).spawn().unwrap();
-        thread::sleep(Duration::from_millis(300));
+        // succeeds on it, which is what used to count it as killed. Its output reaching
+        // its end says it exited (no timer to trust on a loaded machine).
+        let mut failed = Command::new("sh")
+            .args(["-c", "exit 3"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut output = Vec::new();
+        std::io::Read::read_to_end(failed.stdout.as_mut().unwrap(), &mut output).unwrap();
         kill_at(&mut failed, Duration::ZERO).unwrap();
         let status = failed.wait().unwrap();
         assert!(!was_killed(status), "{status}");

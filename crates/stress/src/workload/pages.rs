@@ -948,10 +948,10 @@ pub fn run(
         problems_line: problems.line(),
     };
 
-    let elapsed_secs = worked.elapsed.as_secs_f64().max(1e-9);
+    let mix_secs = worked.elapsed.as_secs_f64().max(1e-9);
     // The fragment bytes, flushes and syncs are counted over the load and the mix, so the
     // rates of them (here and in the report) are over both; the mix's operations over the mix.
-    let run_secs = elapsed_secs + worked.load_elapsed.as_secs_f64();
+    let run_secs = mix_secs + worked.load_elapsed.as_secs_f64();
     let mut figures = figures_from_cache;
     figures.push((
         "live_pages_at_end",
@@ -970,7 +970,7 @@ pub fn run(
         let ratios = vec![
             Ratio {
                 figure: "operations/s (whole mix)".to_owned(),
-                value: worked.n_ops as f64 / elapsed_secs,
+                value: worked.n_ops as f64 / mix_secs,
                 ceiling: "C3 uncontended CAS",
                 ceiling_value: c.cas_per_second,
                 unit: Unit::Rate,
