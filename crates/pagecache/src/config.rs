@@ -222,10 +222,9 @@ impl ConfigBuilder {
 
     /// Each write examines at most this many base records of the oldest segment for
     /// cleaning (each may cost a page's rewrite; the other records need no look) while the
-    /// log span is within a quarter segment of the space target; the write holding the
-    /// cleaning lock examines up to 16 times as many when the span runs further past (so
-    /// one cleaner keeps up with several writers). This bounds the cleaning work (and
-    /// latency) a write takes on. Default 16.
+    /// log span is within a quarter segment of the space target, and up to 16 times as
+    /// many when the span runs further past. This bounds the cleaning work (and latency) a
+    /// write takes on. Default 16.
     pub fn clean_records_per_write(mut self, n_records: u32) -> Self {
         self.clean_records_per_write = n_records;
         self

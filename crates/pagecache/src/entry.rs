@@ -27,8 +27,8 @@
 
 use std::any::Any;
 use std::cell::RefCell;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use crossbeam_epoch::{Guard, Owned, Shared};
 use iobuf::Lsn;
@@ -329,7 +329,7 @@ pub(crate) fn entry_ref<'g, F>(shared: Shared<'g, Entry<F>>) -> Option<&'g Entry
 /// emptied allocations skips the allocator for entries altogether.
 pub(crate) fn new_owned<F: Send + Sync + 'static>(entry: Entry<F>) -> Owned<Entry<F>> {
     let spare = SPARE_ENTRIES
-        .try_with(|spares| spares.borrow_mut().pop())
+        .try_with(|spares| take_spare(&mut spares.borrow_mut(), &SHARED_SPARES))
         .ok()
         .flatten();
     match spare.map(|spare| spare.downcast::<Entry<F>>()) {
@@ -342,12 +342,75 @@ pub(crate) fn new_owned<F: Send + Sync + 'static>(entry: Entry<F>) -> Owned<Entr
     }
 }
 
-/// Emptied entries for [`new_owned`] to reuse: at most [`MAX_SPARE_ENTRIES`] per thread, of
-/// any fragment type (an entry is taken back by downcasting).
+/// An emptied entry, of any fragment type (taken back by downcasting).
+type Spare = Box<dyn Any + Send>;
+
+/// Emptied entries a thread keeps for [`new_owned`].
 const MAX_SPARE_ENTRIES: usize = 256;
+/// Spares move between a thread and [`SHARED_SPARES`] this many at a time.
+const SPARE_BATCH_LEN: usize = 128;
+/// Batches [`SHARED_SPARES`] holds at most (8192 entries, about 1.5 MiB with `Vec` values).
+const MAX_SHARED_SPARE_BATCHES: usize = 64;
 
 thread_local! {
-    static SPARE_ENTRIES: RefCell<Vec<Box<dyn Any + Send>>> = const { RefCell::new(Vec::new()) };
+    static SPARE_ENTRIES: RefCell<Vec<Spare>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Spares passed between threads: the ones a thread collects beyond its own
+/// [`MAX_SPARE_ENTRIES`], for threads that have run out.
+///
+/// A thread gets the entries it frees as it collects the epoch's garbage, which is the
+/// garbage of every thread, in bursts: with two writers, one often collects what both
+/// retired while the other runs out. Before this pool the first freed its surplus and the
+/// second allocated anew, each a glibc call on the other thread's arena and its lock; in a
+/// profile of `bench_pages`' B2, three quarters of the workers' context switches were
+/// sleeps on that lock. The pool's own lock is taken once per [`SPARE_BATCH_LEN`] entries.
+struct SharedSpares {
+    batches: Mutex<Vec<Vec<Spare>>>,
+}
+
+impl SharedSpares {
+    const fn new() -> SharedSpares {
+        SharedSpares {
+            batches: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Keeps `batch` if there is room; else drops it (freeing its entries).
+    fn give(&self, batch: Vec<Spare>) {
+        let mut batches = self.batches.lock().unwrap_or_else(PoisonError::into_inner);
+        if batches.len() < MAX_SHARED_SPARE_BATCHES {
+            batches.push(batch);
+            return;
+        }
+        drop(batches);
+        drop(batch);
+    }
+
+    fn take(&self) -> Option<Vec<Spare>> {
+        self.batches
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop()
+    }
+}
+
+static SHARED_SPARES: SharedSpares = SharedSpares::new();
+
+/// A spare from `local`, refilled with a batch from `shared` when empty.
+fn take_spare(local: &mut Vec<Spare>, shared: &SharedSpares) -> Option<Spare> {
+    if local.is_empty() {
+        local.extend(shared.take()?);
+    }
+    local.pop()
+}
+
+/// Keeps `spare` in `local`, first passing a batch to `shared` when `local` is full.
+fn keep_spare(local: &mut Vec<Spare>, shared: &SharedSpares, spare: Spare) {
+    if local.len() >= MAX_SPARE_ENTRIES {
+        shared.give(local.split_off(local.len() - SPARE_BATCH_LEN));
+    }
+    local.push(spare);
 }
 
 /// Retires an entry that a successful CAS just unlinked: once no reader can hold it, its
@@ -370,12 +433,8 @@ fn recycle<F: Send + Sync + 'static>(mut entry: Box<Entry<F>>) {
     entry.resident = Resident::Nothing;
     entry.chain = Chain::EMPTY;
     // `try_with`: during thread teardown the spares may be gone; the entry is freed.
-    let _ = SPARE_ENTRIES.try_with(|spares| {
-        let mut spares = spares.borrow_mut();
-        if spares.len() < MAX_SPARE_ENTRIES {
-            spares.push(entry);
-        }
-    });
+    let _ = SPARE_ENTRIES
+        .try_with(|spares| keep_spare(&mut spares.borrow_mut(), &SHARED_SPARES, entry));
 }
 
 /// Hands `value` to the epoch and borrows it for as long as `guard` stays pinned: a value a
@@ -546,6 +605,38 @@ mod tests {
         // SAFETY: the test's only slot no longer holds `last` and no other thread has seen it.
         drop(unsafe { last.into_owned() });
         assert_eq!(n_dropped.load(Ordering::SeqCst), 3);
+    }
+
+    #[test]
+    fn spares_beyond_a_threads_cap_go_to_the_shared_pool_and_come_back_in_batches() {
+        let shared = SharedSpares::new();
+        let id = |spare: &Spare| *spare.downcast_ref::<usize>().expect("a usize spare");
+        // One thread collects more than it keeps: its surplus goes to the pool in a batch.
+        let mut collector = Vec::new();
+        for n in 0..=MAX_SPARE_ENTRIES {
+            keep_spare(&mut collector, &shared, Box::new(n));
+        }
+        assert_eq!(collector.len(), MAX_SPARE_ENTRIES - SPARE_BATCH_LEN + 1);
+        // The batch is the newest spares but the one just kept.
+        let passed = (MAX_SPARE_ENTRIES - SPARE_BATCH_LEN)..MAX_SPARE_ENTRIES;
+        // Another thread that has none takes that batch rather than allocating.
+        let mut allocator = Vec::new();
+        let mut taken = Vec::new();
+        while let Some(spare) = take_spare(&mut allocator, &shared) {
+            taken.push(id(&spare));
+        }
+        taken.sort_unstable();
+        assert_eq!(taken, passed.collect::<Vec<_>>());
+        assert!(shared.take().is_none());
+        // The pool keeps at most its bound; beyond it, batches are freed.
+        for _ in 0..MAX_SHARED_SPARE_BATCHES + 3 {
+            shared.give(vec![Box::new(1usize) as Spare]);
+        }
+        let mut n_batches = 0;
+        while shared.take().is_some() {
+            n_batches += 1;
+        }
+        assert_eq!(n_batches, MAX_SHARED_SPARE_BATCHES);
     }
 
     #[test]

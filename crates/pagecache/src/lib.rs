@@ -88,7 +88,8 @@
 //!   readers page in at once. Outside the budget, every live page costs its entry (192 bytes
 //!   with a `Vec` value, its chain of up to 7 locations of 16 bytes included) and an 8-byte table slot,
 //!   and each thread that uses the cache keeps up to 256 emptied entries for reuse (the
-//!   entries it frees as it collects the epoch's garbage). The cleaner's index of base
+//!   entries it frees as it collects the epoch's garbage), passing its surplus to a pool
+//!   shared by all threads that holds up to 8192 (about 1.5 MiB). The cleaner's index of base
 //!   records holds 8 bytes per base written since open and not yet cleaned, for at most
 //!   2^20 bases (8 MiB; the lists' spare capacity and the cleaner's copy of the segment it
 //!   works through come on top).
@@ -96,10 +97,11 @@
 //!   segment and rewrites (as one merged base at the tip) every page that still uses the
 //!   segment; once the whole segment is examined it is released, and the log reuses it when the release is durable.
 //!   Cleaning runs while the log spans more than `space_amplification_target` times the live
-//!   bytes. One write cleans at a time and the others go on; the further the span runs past
-//!   the target, the more the cleaning write examines (twice as much per quarter segment),
-//!   and a whole segment past it the others wait for their share, so many writers cannot
-//!   outrun the cleaning. Only base records send the cleaner to the page table: a page that
+//!   bytes. Writes take batches of pages from the cleaner's list and relocate them in
+//!   parallel (its lock guards only the list); the further the span runs past the target,
+//!   the more a write examines (twice as much per quarter segment), and below a whole
+//!   segment past it a write that finds the list busy goes on, beyond it every write takes
+//!   its share, so writers cannot outrun the cleaning. Only base records send the cleaner to the page table: a page that
 //!   uses the oldest segment has its chain's base there (chains start with a base, and older
 //!   segments were cleaned before). Writes note the page of every base record they
 //!   reserve in the segment it lands in (`bases.rs`), so the cleaner reads back only

@@ -276,6 +276,7 @@ impl<M: Materializer> PageCache<M> {
             cleaner: Mutex::new(CleanerState::new()),
             bases,
             clean_cursor: AtomicU64::new(log_start.0),
+            clean_progress: AtomicU64::new(log_start.0),
             meta: Mutex::new(MetaState {
                 meta,
                 lsn: meta_lsn,
