@@ -141,6 +141,79 @@ impl CleanerState {
     }
 }
 
+/// Pages taken from the cleaner's list ([`CleanerState::pending`]) to relocate with its lock
+/// released.
+///
+/// Giving the batch back puts the pages not relocated back on the list and counts the batch
+/// in, so the segment is neither released without them nor held forever by a batch that
+/// never came back. Dropping it does the same, for a relocation that unwinds (a panic in the
+/// user's materializer): the batch would otherwise stay out and cleaning stop for good.
+struct LentBatch<'a> {
+    cleaner: &'a Mutex<CleanerState>,
+    pages: [PageId; MAX_CLEANING_BATCH],
+    len: usize,
+    /// How many pages, from the end, were relocated.
+    n_relocated: usize,
+    given_back: bool,
+}
+
+impl<'a> LentBatch<'a> {
+    /// Takes up to `max_len` pages (and at most [`MAX_CLEANING_BATCH`]) from the end of the
+    /// list; `state` is `cleaner`'s, locked.
+    fn take(
+        cleaner: &'a Mutex<CleanerState>,
+        state: &mut CleanerState,
+        max_len: usize,
+    ) -> LentBatch<'a> {
+        let len = max_len.min(MAX_CLEANING_BATCH).min(state.pending.len());
+        let rest = state.pending.len() - len;
+        let mut pages = [PageId(0); MAX_CLEANING_BATCH];
+        pages[..len].copy_from_slice(&state.pending[rest..]);
+        state.pending.truncate(rest);
+        state.n_batches_out += 1;
+        LentBatch {
+            cleaner,
+            pages,
+            len,
+            n_relocated: 0,
+            given_back: false,
+        }
+    }
+
+    fn pages(&self) -> &[PageId] {
+        &self.pages[..self.len]
+    }
+
+    /// The next page to relocate (the list is last first).
+    fn next_to_relocate(&self) -> Option<PageId> {
+        let left = self.len - self.n_relocated;
+        left.checked_sub(1).map(|index| self.pages[index])
+    }
+
+    /// Returns the batch and the list's lock.
+    fn give_back(mut self) -> MutexGuard<'a, CleanerState> {
+        let mut state = lock(self.cleaner);
+        self.return_to(&mut state);
+        self.given_back = true;
+        state
+    }
+
+    fn return_to(&self, state: &mut CleanerState) {
+        state.n_batches_out -= 1;
+        state
+            .pending
+            .extend_from_slice(&self.pages[..self.len - self.n_relocated]);
+    }
+}
+
+impl Drop for LentBatch<'_> {
+    fn drop(&mut self) {
+        if !self.given_back {
+            self.return_to(&mut lock(self.cleaner));
+        }
+    }
+}
+
 /// The metadata record and where it is.
 #[derive(Debug)]
 pub(crate) struct MetaState {
@@ -1439,30 +1512,19 @@ impl<M: Materializer> Inner<M> {
             Err(TryLockError::WouldBlock) => return Ok(0),
         };
         let mut n_left = budget as usize;
-        let mut batch = [PageId(0); MAX_CLEANING_BATCH];
         while n_left > 0 {
             let Some(segment_end) = self.cleaning_work(&mut state)? else {
                 break;
             };
-            let n_batch = n_left.min(MAX_CLEANING_BATCH).min(state.pending.len());
-            let rest = state.pending.len() - n_batch;
-            batch[..n_batch].copy_from_slice(&state.pending[rest..]);
-            state.pending.truncate(rest);
-            state.n_batches_out += 1;
+            let mut batch = LentBatch::take(&self.cleaner, &mut state, n_left);
             drop(state);
-            let outcome = self.relocate_batch(&batch[..n_batch], segment_end);
-            state = lock(&self.cleaner);
-            state.n_batches_out -= 1;
-            if let Err((n_relocated, error)) = outcome {
-                // The pages not relocated go back, for the next write's share: taking them
-                // first let cleaning go on without them and release a segment a page still
-                // used (`tests/cleaning_errors.rs`).
-                state
-                    .pending
-                    .extend_from_slice(&batch[..n_batch - n_relocated]);
-                return Err(error);
-            }
-            n_left -= n_batch;
+            let outcome = self.relocate_batch(&mut batch, segment_end);
+            n_left -= batch.pages().len();
+            // After an error the pages not relocated are back on the list, for the next
+            // write's share: taking them first let cleaning go on without them and release
+            // a segment a page still used (`tests/cleaning_errors.rs`).
+            state = batch.give_back();
+            outcome?;
         }
         self.clean_progress
             .store(self.progress_of(&state).0, Ordering::Relaxed);
@@ -1544,16 +1606,12 @@ impl<M: Materializer> Inner<M> {
     }
 
     /// Relocates, last first, the pages of `batch` that still use anything below
-    /// `segment_end`. On an error, returns it with how many pages (from the end) were done.
-    fn relocate_batch(
-        &self,
-        batch: &[PageId],
-        segment_end: Lsn,
-    ) -> std::result::Result<(), (usize, Error)> {
-        self.prefetch_pages(batch);
-        for (n_done, &pid) in batch.iter().rev().enumerate() {
-            self.relocate(pid, segment_end)
-                .map_err(|error| (n_done, error))?;
+    /// `segment_end`, counting them in the batch as it goes.
+    fn relocate_batch(&self, batch: &mut LentBatch<'_>, segment_end: Lsn) -> Result<()> {
+        self.prefetch_pages(batch.pages());
+        while let Some(pid) = batch.next_to_relocate() {
+            self.relocate(pid, segment_end)?;
+            batch.n_relocated += 1;
         }
         Ok(())
     }
@@ -1669,5 +1727,43 @@ impl<M: Materializer> Inner<M> {
             page_table_bytes: self.table.node_bytes() as u64,
             page_id_high_water: self.next_pid.load(Ordering::Relaxed),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pids(pages: &[u64]) -> Vec<PageId> {
+        pages.iter().map(|&pid| PageId(pid)).collect()
+    }
+
+    #[test]
+    fn a_lent_batch_returns_what_it_did_not_relocate_even_when_a_relocation_panics() {
+        let cleaner = Mutex::new(CleanerState::new());
+        lock(&cleaner).pending = pids(&[9, 8, 7, 6, 5]);
+
+        // Given back after relocating two of three: the third goes back on the list.
+        let mut batch = LentBatch::take(&cleaner, &mut lock(&cleaner), 3);
+        assert_eq!(batch.pages(), pids(&[7, 6, 5]));
+        assert_eq!(lock(&cleaner).n_batches_out, 1);
+        assert_eq!(batch.next_to_relocate(), Some(PageId(5)));
+        batch.n_relocated = 2;
+        assert_eq!(batch.next_to_relocate(), Some(PageId(7)));
+        let state = batch.give_back();
+        assert_eq!(state.pending, pids(&[9, 8, 7]));
+        assert_eq!(state.n_batches_out, 0);
+        drop(state);
+
+        // A relocation that unwinds (the user's merge panicked) still returns the batch.
+        let unwound = std::panic::catch_unwind(|| {
+            let mut batch = LentBatch::take(&cleaner, &mut lock(&cleaner), MAX_CLEANING_BATCH);
+            batch.n_relocated = 1;
+            panic!("the materializer panicked");
+        });
+        assert!(unwound.is_err());
+        let state = lock(&cleaner);
+        assert_eq!(state.pending, pids(&[9, 8]));
+        assert_eq!(state.n_batches_out, 0);
     }
 }
