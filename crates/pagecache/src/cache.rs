@@ -254,8 +254,8 @@ pub(crate) struct Inner<M: Materializer> {
     /// the thread holding `cleaner`; an atomic so a write checks whether cleaning is wanted
     /// without touching that lock.
     pub(crate) clean_cursor: AtomicU64,
-    /// How far cleaning has come: the cursor plus the share of its segment's bases already
-    /// examined. Writes pace themselves by this, not by the cursor, which moves a whole
+    /// How far cleaning has come: the cursor plus the share of its segment's bases handed
+    /// out to writes (it moves back when pages are given back after an error). Writes pace themselves by this, not by the cursor, which moves a whole
     /// segment at a time (see [`Inner::maybe_clean`]). Changed only by the thread holding
     /// `cleaner`.
     pub(crate) clean_progress: AtomicU64,
@@ -1385,7 +1385,8 @@ impl<M: Materializer> Inner<M> {
 
     /// The unit of how far the span has run past the target: a quarter segment, small next
     /// to the target's margin. Each step past the target doubles a write's cleaning budget;
-    /// [`MAX_CLEANING_STEPS`] steps past it, no write skips its share.
+    /// [`MAX_CLEANING_STEPS`] steps past it, a write waits for the cleaner's lock rather
+    /// than skip its share.
     fn cleaning_step_bytes(&self) -> u64 {
         self.log.config().segment_len_bytes() / 4
     }
@@ -1431,8 +1432,10 @@ impl<M: Materializer> Inner<M> {
     ///
     /// Writes clean in parallel. The lock guards only the cleaner's list: a write takes a
     /// batch of pages from it and relocates them with the lock released (a relocation is a
-    /// CAS like any write). So a write waiting past the limit waits for a list operation,
-    /// not for another write's whole share, and all writes past it clean at once.
+    /// CAS like any write). So a write waiting past the limit waits for a list operation
+    /// (or for a segment to be finished or read back, which happen under the lock), not
+    /// for another write's whole share, and all writes past it clean at once. A write finds
+    /// nothing to take while the last pages of a segment are out with another write.
     ///
     /// Before, the lock was held for a whole share. In `bench_pages`' B mix on two threads,
     /// every turn of the log relocates all 100 000 pages in a burst (their bases stay
@@ -1440,9 +1443,10 @@ impl<M: Materializer> Inner<M> {
     /// The second writer then slept on the lock while the first cleaned. Because the lock
     /// is not fair, the first writer took it back with its next write, before the sleeper
     /// ran, so the sleeper slept through many shares: a profile counted about 1 700
-    /// context switches in 3 s on this lock, from about 50 waits. With batches, B2 gained
-    /// 14 % (five alternations of a 5 s loop of its mix: 1 939 against 2 216 k ops/s on
-    /// average; the change won every pair).
+    /// context switches in 3 s on this lock, from about 50 waits. Batches, this pacing and
+    /// the shared spare entries of `entry.rs`, measured together, gained 14 % on two
+    /// threads (five alternations of a 5 s loop of B's mix: 1 939 against 2 216 k ops/s on
+    /// average; the change won every pair) and 4 % on one (four alternations).
     fn maybe_clean(&self) -> Result<()> {
         let span = self
             .log
@@ -1468,7 +1472,7 @@ impl<M: Materializer> Inner<M> {
     }
 
     /// How far cleaning has come: the cursor, plus the loaded segment's length in proportion
-    /// to the share of its bases examined.
+    /// to the share of its bases handed out.
     fn progress_of(&self, state: &CleanerState) -> Lsn {
         let cursor = Lsn(self.clean_cursor.load(Ordering::Relaxed));
         let (Some(segment_end), Some(n_examined)) = (

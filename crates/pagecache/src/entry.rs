@@ -320,7 +320,7 @@ pub(crate) fn entry_ref<'g, F>(shared: Shared<'g, Entry<F>>) -> Option<&'g Entry
 }
 
 /// Puts `entry` in an allocation for the table: an emptied entry of this thread's spares
-/// when there is one, else a new one.
+/// (refilled from [`SHARED_SPARES`] when empty) when there is one, else a new one.
 ///
 /// Every write, page-in, eviction and relocation allocates an entry and retires one. Through
 /// the global allocator, a retired entry is freed in a batch of the epoch's garbage, on
@@ -414,7 +414,8 @@ fn keep_spare(local: &mut Vec<Spare>, shared: &SharedSpares, spare: Spare) {
 }
 
 /// Retires an entry that a successful CAS just unlinked: once no reader can hold it, its
-/// values are dropped and its allocation joins the spares of the thread that collects it.
+/// values are dropped and its allocation joins the spares of the thread that collects it
+/// (see [`recycle`]).
 pub(crate) fn retire<F: Send + Sync + 'static>(guard: &Guard, unlinked: Shared<'_, Entry<F>>) {
     if unlinked.is_null() {
         return;
@@ -428,7 +429,8 @@ pub(crate) fn retire<F: Send + Sync + 'static>(guard: &Guard, unlinked: Shared<'
     guard.defer(move || recycle(unlinked));
 }
 
-/// Drops what `entry` holds and keeps its allocation as a spare of this thread.
+/// Drops what `entry` holds and keeps its allocation as a spare of this thread, or of the
+/// shared pool when this thread has [`MAX_SPARE_ENTRIES`] already.
 fn recycle<F: Send + Sync + 'static>(mut entry: Box<Entry<F>>) {
     entry.resident = Resident::Nothing;
     entry.chain = Chain::EMPTY;

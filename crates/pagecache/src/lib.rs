@@ -89,13 +89,15 @@
 //!   with a `Vec` value, its chain of up to 7 locations of 16 bytes included) and an 8-byte table slot,
 //!   and each thread that uses the cache keeps up to 256 emptied entries for reuse (the
 //!   entries it frees as it collects the epoch's garbage), passing its surplus to a pool
-//!   shared by all threads that holds up to 8192 (about 1.5 MiB). The cleaner's index of base
+//!   shared by all threads and caches of the process that holds up to 8192 (about 1.5 MiB
+//!   with `Vec` values; it lives as long as the process). The cleaner's index of base
 //!   records holds 8 bytes per base written since open and not yet cleaned, for at most
 //!   2^20 bases (8 MiB; the lists' spare capacity and the cleaner's copy of the segment it
 //!   works through come on top).
 //! * **Cleaning.** Each write examines a bounded number of base records of the oldest
 //!   segment and rewrites (as one merged base at the tip) every page that still uses the
-//!   segment; once the whole segment is examined it is released, and the log reuses it when the release is durable.
+//!   segment; once every base of the segment was examined and every page moved it is
+//!   released, and the log reuses it when the release is durable.
 //!   Cleaning runs while the log spans more than `space_amplification_target` times the live
 //!   bytes. Writes take batches of pages from the cleaner's list and relocate them in
 //!   parallel (its lock guards only the list); the further the span runs past the target,

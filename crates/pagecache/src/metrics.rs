@@ -74,7 +74,8 @@ pub struct Metrics {
     pub n_relocations: AtomicU64,
     /// Bytes of records the cleaner wrote.
     pub relocated_bytes: AtomicU64,
-    /// Base records the cleaner examined (relocating the pages still using them).
+    /// Base records the cleaner examined (relocating the pages still using them). A page
+    /// whose relocation failed is counted again when it is retried.
     pub n_records_examined: AtomicU64,
     /// Segments the cleaner emptied and released.
     pub n_segments_cleaned: AtomicU64,
@@ -88,7 +89,8 @@ pub struct Metrics {
     pub page_in_latency: LatencyHistogram,
     /// Time of one pass of the eviction hand.
     pub eviction_latency: LatencyHistogram,
-    /// Time of one write's share of cleaning.
+    /// Time of one write's share of cleaning (shares that examined nothing are not
+    /// recorded).
     pub cleaning_latency: LatencyHistogram,
     /// Time to take and write a snapshot.
     pub snapshot_latency: LatencyHistogram,

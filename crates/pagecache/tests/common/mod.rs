@@ -75,7 +75,7 @@ pub fn count(counter: &AtomicU64) -> u64 {
 }
 
 /// Every live page of the store, by reading each id below the high-water mark.
-pub fn read_all(cache: &PageCache<Concat>) -> BTreeMap<PageId, Vec<u8>> {
+pub fn read_all<M: Materializer>(cache: &PageCache<M>) -> BTreeMap<PageId, M::Fragment> {
     let mut pages = BTreeMap::new();
     for pid in 0..cache.stats().page_id_high_water {
         if let Some(page) = cache.get(PageId(pid)).expect("get") {
