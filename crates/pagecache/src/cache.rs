@@ -255,9 +255,9 @@ pub(crate) struct Inner<M: Materializer> {
     /// without touching that lock.
     pub(crate) clean_cursor: AtomicU64,
     /// How far cleaning has come: the cursor plus the share of its segment's bases handed
-    /// out to writes (it moves back when pages are given back after an error). Writes pace themselves by this, not by the cursor, which moves a whole
-    /// segment at a time (see [`Inner::maybe_clean`]). Changed only by the thread holding
-    /// `cleaner`.
+    /// out to writes (it moves back when pages are given back after an error). Writes pace
+    /// themselves by this, not by the cursor, which moves a whole segment at a time (see
+    /// [`Inner::maybe_clean`]). Changed only by the thread holding `cleaner`.
     pub(crate) clean_progress: AtomicU64,
     pub(crate) meta: Mutex<MetaState>,
     pub(crate) next_id: AtomicU64,
@@ -1623,10 +1623,10 @@ impl<M: Materializer> Inner<M> {
     /// Starts loading the table slots, then the entries, of the pages of `batch`. Each needs
     /// its slot and entry, two dependent loads from memory that is cold (the pages of a
     /// segment's records are spread over the whole table), and examining one page at a
-    /// time waits for each in turn (when every record was looked
-    /// up, about 7 % of the samples of a link-only loop at the default space target went to
-    /// that one comparison). Batched like this, the loads of a batch overlap, and the
-    /// cleaner's share of those samples fell from 9.7 % to 4.3 %.
+    /// time waits for each in turn (when every record was looked up, about 7 % of the
+    /// samples of a link-only loop at the default space target went to that one
+    /// comparison). Batched like this, the loads of a batch overlap, and the cleaner's share
+    /// of those samples fell from 9.7 % to 4.3 %.
     fn prefetch_pages(&self, batch: &[PageId]) {
         let guard = epoch::pin();
         for pid in batch {

@@ -349,8 +349,8 @@ type Spare = Box<dyn Any + Send>;
 const MAX_SPARE_ENTRIES: usize = 256;
 /// Spares move between a thread and [`SHARED_SPARES`] this many at a time.
 const SPARE_BATCH_LEN: usize = 128;
-/// Batches [`SHARED_SPARES`] holds at most (8192 entries, about 1.5 MiB with `Vec` values).
-const MAX_SHARED_SPARE_BATCHES: usize = 64;
+/// Spares [`SHARED_SPARES`] holds at most (about 1.5 MiB with `Vec` values).
+const MAX_SHARED_SPARES: usize = 8192;
 
 thread_local! {
     static SPARE_ENTRIES: RefCell<Vec<Spare>> = const { RefCell::new(Vec::new()) };
@@ -365,33 +365,40 @@ thread_local! {
 /// second allocated anew, each a glibc call on the other thread's arena and its lock; in a
 /// profile of `bench_pages`' B2, three quarters of the workers' context switches were
 /// sleeps on that lock. The pool's own lock is taken once per [`SPARE_BATCH_LEN`] entries.
+///
+/// One list, not a list of batches: a batch moves by draining one list into the other, so
+/// moving spares allocates nothing (each batch used to be a `Vec` of its own, 2 KiB,
+/// allocated and freed outside glibc's per-thread caches).
 struct SharedSpares {
-    batches: Mutex<Vec<Vec<Spare>>>,
+    spares: Mutex<Vec<Spare>>,
 }
 
 impl SharedSpares {
     const fn new() -> SharedSpares {
         SharedSpares {
-            batches: Mutex::new(Vec::new()),
+            spares: Mutex::new(Vec::new()),
         }
     }
 
-    /// Keeps `batch` if there is room; else drops it (freeing its entries).
-    fn give(&self, batch: Vec<Spare>) {
-        let mut batches = self.batches.lock().unwrap_or_else(PoisonError::into_inner);
-        if batches.len() < MAX_SHARED_SPARE_BATCHES {
-            batches.push(batch);
-            return;
+    /// Moves [`SPARE_BATCH_LEN`] spares from the end of `local` to the pool, as many as it
+    /// has room for; the others are freed.
+    fn give(&self, local: &mut Vec<Spare>) {
+        let batch_start = local.len().saturating_sub(SPARE_BATCH_LEN);
+        {
+            let mut spares = self.spares.lock().unwrap_or_else(PoisonError::into_inner);
+            let n_kept =
+                (MAX_SHARED_SPARES.saturating_sub(spares.len())).min(local.len() - batch_start);
+            spares.extend(local.drain(local.len() - n_kept..));
         }
-        drop(batches);
-        drop(batch);
+        // Outside the lock.
+        local.truncate(batch_start);
     }
 
-    fn take(&self) -> Option<Vec<Spare>> {
-        self.batches
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .pop()
+    /// Moves up to [`SPARE_BATCH_LEN`] spares from the pool to `local`.
+    fn take(&self, local: &mut Vec<Spare>) {
+        let mut spares = self.spares.lock().unwrap_or_else(PoisonError::into_inner);
+        let batch_start = spares.len().saturating_sub(SPARE_BATCH_LEN);
+        local.extend(spares.drain(batch_start..));
     }
 }
 
@@ -400,7 +407,7 @@ static SHARED_SPARES: SharedSpares = SharedSpares::new();
 /// A spare from `local`, refilled with a batch from `shared` when empty.
 fn take_spare(local: &mut Vec<Spare>, shared: &SharedSpares) -> Option<Spare> {
     if local.is_empty() {
-        local.extend(shared.take()?);
+        shared.take(local);
     }
     local.pop()
 }
@@ -408,7 +415,7 @@ fn take_spare(local: &mut Vec<Spare>, shared: &SharedSpares) -> Option<Spare> {
 /// Keeps `spare` in `local`, first passing a batch to `shared` when `local` is full.
 fn keep_spare(local: &mut Vec<Spare>, shared: &SharedSpares, spare: Spare) {
     if local.len() >= MAX_SPARE_ENTRIES {
-        shared.give(local.split_off(local.len() - SPARE_BATCH_LEN));
+        shared.give(local);
     }
     local.push(spare);
 }
@@ -629,16 +636,29 @@ mod tests {
         }
         taken.sort_unstable();
         assert_eq!(taken, passed.collect::<Vec<_>>());
-        assert!(shared.take().is_none());
-        // The pool keeps at most its bound; beyond it, batches are freed.
-        for _ in 0..MAX_SHARED_SPARE_BATCHES + 3 {
-            shared.give(vec![Box::new(1usize) as Spare]);
+        let mut left = Vec::new();
+        shared.take(&mut left);
+        assert!(left.is_empty());
+        // The pool keeps at most its bound; beyond it, spares are freed.
+        for _ in 0..MAX_SHARED_SPARES / SPARE_BATCH_LEN + 3 {
+            let mut batch: Vec<Spare> =
+                (0..SPARE_BATCH_LEN).map(|n| Box::new(n) as Spare).collect();
+            shared.give(&mut batch);
+            assert!(
+                batch.is_empty(),
+                "a batch given is kept or freed, never left"
+            );
         }
-        let mut n_batches = 0;
-        while shared.take().is_some() {
-            n_batches += 1;
+        let mut n_kept = 0;
+        loop {
+            let mut batch = Vec::new();
+            shared.take(&mut batch);
+            if batch.is_empty() {
+                break;
+            }
+            n_kept += batch.len();
         }
-        assert_eq!(n_batches, MAX_SHARED_SPARE_BATCHES);
+        assert_eq!(n_kept, MAX_SHARED_SPARES);
     }
 
     #[test]

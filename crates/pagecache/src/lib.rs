@@ -82,44 +82,41 @@
 //!   waits for a write: only values already durable are evicted.
 //! * **Cache.** Resident values are charged (`Materializer::size_in_bytes`) against
 //!   `cache_budget_bytes`. A CLOCK hand walks a ring of the resident pages when the budget is
-//!   exceeded; a hit only sets a bit in the entry (no lock, no list). Resident bytes stay within the budget
-//!   plus the values of pages written since the last sync (a page written to keeps its whole
-//!   merged value until the write is durable, not just the delta) plus what concurrent
-//!   readers page in at once. Outside the budget, every live page costs its entry (192 bytes
-//!   with a `Vec` value, its chain of up to 7 locations of 16 bytes included) and an 8-byte table slot,
-//!   and each thread that uses the cache keeps up to 256 emptied entries for reuse (the
-//!   entries it frees as it collects the epoch's garbage), passing its surplus to a pool
-//!   shared by all threads and caches of the process that holds up to 8192 (about 1.5 MiB
-//!   with `Vec` values; it lives as long as the process). The cleaner's index of base
-//!   records holds 8 bytes per base written since open and not yet cleaned, for at most
-//!   2^20 bases (8 MiB; the lists' spare capacity and the cleaner's copy of the segment it
-//!   works through come on top).
-//! * **Cleaning.** Each write examines a bounded number of base records of the oldest
-//!   segment and rewrites (as one merged base at the tip) every page that still uses the
-//!   segment; once every base of the segment was examined and every page moved it is
-//!   released, and the log reuses it when the release is durable.
-//!   Cleaning runs while the log spans more than `space_amplification_target` times the live
-//!   bytes. Writes take batches of pages from the cleaner's list and relocate them in
-//!   parallel (its lock guards only the list); the further the span runs past the target,
-//!   the more a write examines (twice as much per quarter segment), and below a whole
-//!   segment past it a write that finds the list busy goes on, beyond it every write takes
-//!   its share, so writers cannot outrun the cleaning. Only base records send the cleaner to the page table: a page that
-//!   uses the oldest segment has its chain's base there (chains start with a base, and older
-//!   segments were cleaned before). Writes note the page of every base record they
-//!   reserve in the segment it lands in (`bases.rs`), so the cleaner reads back only
-//!   segments written before open or left out of the index at its cap. The cleaner
-//!   prefetches the table slots and entries of the bases it is about to examine. A released segment is reused once a later segment header recording the release
-//!   is durable (the log asks its flusher for a sync as soon as such a header starts), so the
-//!   file is that span plus a fixed part: the segment being written, the one being cleaned
-//!   and what was written since the last sync. With the default target (1.3) and 2 MiB
-//!   segments, uniform overwrites of 1 M pages keep the file at 1.36x the live data
-//!   (`bench_pages`, S2), and `tests/space.rs` at 1.43x with tiny segments. On a small store
-//!   the fixed part dominates (13 MiB live: a 22 MiB file). Under links, live bytes swing:
-//!   they grow as chains lengthen and fall when the cleaner merges the chains it relocates,
-//!   so the file (sized for the peak) can be 2 to 4 times the live bytes at a trough.
-//!   Blob files are outside this figure. Large values are
-//!   rewritten like any record (a new blob file); the old blob file is deleted when its
-//!   pointer's segment is released, so none leaks.
+//!   exceeded; a hit only sets a bit in the entry (no lock, no list). Resident bytes stay within
+//!   the budget plus the values of pages written since the last sync (a page written to keeps its
+//!   whole merged value until the write is durable, not just the delta) plus what concurrent
+//!   readers page in at once. Outside the budget, every live page costs its entry (192 bytes with a
+//!   `Vec` value, its chain of up to 7 locations of 16 bytes included) and an 8-byte table slot,
+//!   and each thread that uses the cache keeps up to 256 emptied entries for reuse (the entries it
+//!   frees as it collects the epoch's garbage), passing its surplus to a pool shared by all threads
+//!   and caches of the process that holds up to 8192 (about 1.5 MiB with `Vec` values; it lives as
+//!   long as the process). The cleaner's index of base records holds 8 bytes per base written since
+//!   open and not yet cleaned, for at most 2^20 bases (8 MiB; the lists' spare capacity and the
+//!   cleaner's copy of the segment it works through come on top).
+//! * **Cleaning.** Each write examines a bounded number of base records of the oldest segment and
+//!   rewrites (as one merged base at the tip) every page that still uses the segment; once every
+//!   base of the segment was examined and every page moved it is released, and the log reuses it
+//!   when the release is durable. Cleaning runs while the log spans more than
+//!   `space_amplification_target` times the live bytes. Writes take batches of pages from the
+//!   cleaner's list and relocate them in parallel (its lock guards only the list); the further the
+//!   span runs past the target, the more a write examines (twice as much per quarter segment), and
+//!   below a whole segment past it a write that finds the list busy goes on, beyond it every write
+//!   takes its share, so writers cannot outrun the cleaning. Only base records send the cleaner to
+//!   the page table: a page that uses the oldest segment has its chain's base there (chains start
+//!   with a base, and older segments were cleaned before). Writes note the page of every base
+//!   record they reserve in the segment it lands in (`bases.rs`), so the cleaner reads back only
+//!   segments written before open or left out of the index at its cap. The cleaner prefetches the
+//!   table slots and entries of the bases it is about to examine. A released segment is reused once
+//!   a later segment header recording the release is durable (the log asks its flusher for a sync
+//!   as soon as such a header starts), so the file is that span plus a fixed part: the segment
+//!   being written, the one being cleaned and what was written since the last sync. With the
+//!   default target (1.3) and 2 MiB segments, uniform overwrites of 1 M pages keep the file at
+//!   1.36x the live data (`bench_pages`, S2), and `tests/space.rs` at 1.43x with tiny segments. On
+//!   a small store the fixed part dominates (13 MiB live: a 22 MiB file). Under links, live bytes
+//!   swing: they grow as chains lengthen and fall when the cleaner merges the chains it relocates,
+//!   so the file (sized for the peak) can be 2 to 4 times the live bytes at a trough. Blob files
+//!   are outside this figure. Large values are rewritten like any record (a new blob file); the old
+//!   blob file is deleted when its pointer's segment is released, so none leaks.
 //! * **Snapshots.** Every `snapshot_every_bytes` of log, a background thread walks the table
 //!   and writes the locations of every page through `recovery::SnapshotStore` (atomic rename,
 //!   checksum, directory sync, previous one kept until the new one is durable). Opening loads
