@@ -19,8 +19,10 @@ use crate::json::Json;
 /// The layer table: which workspace packages each workspace package may depend on.
 ///
 /// Dependencies point down only (see ARCHITECTURE.md). Normal, build and dev dependencies are
-/// all held to the same set: a test may use a lower layer, never a higher one. A new workspace
-/// package must be added here, either as a library with its allowed set or as a [`Allowed::Tool`].
+/// all held to the same set: a test may use a lower layer, never a higher one. The one
+/// exception is [`Allowed::Support`]: any package may use it, a library only as a
+/// dev-dependency. A new workspace package must be added here, either as a library with its
+/// allowed set, as [`Allowed::Support`] or as a [`Allowed::Tool`].
 pub const LAYERS: &[(&str, Allowed)] = &[
     ("header-bits", Allowed::Only(&[])),
     ("segment", Allowed::Only(&[])),
@@ -33,6 +35,7 @@ pub const LAYERS: &[(&str, Allowed)] = &[
         "pagecache",
         Allowed::Only(&["header-bits", "segment", "iobuf", "recovery"]),
     ),
+    ("bench-support", Allowed::Support),
     ("xtask", Allowed::Tool),
     ("stress", Allowed::Tool),
 ];
@@ -45,6 +48,10 @@ pub enum Allowed {
     /// A binary or tool (xtask, the stress program): any workspace package. Nothing may depend
     /// on a tool, because no library lists one.
     Tool,
+    /// Scaffolding for benchmarks and tools (bench-support), not part of the engine: it uses
+    /// no workspace package; a library may use it only as a dev-dependency (for its examples
+    /// and tests), a tool as any kind.
+    Support,
 }
 
 /// Names of the rules, as printed in each violation.
@@ -229,6 +236,7 @@ pub fn check_dependency_direction(
         let allowed = match layers.iter().find(|(layer, _)| *layer == name) {
             Some((_, Allowed::Tool)) => continue,
             Some((_, Allowed::Only(allowed))) => *allowed,
+            Some((_, Allowed::Support)) => &[],
             None => {
                 violations.push(Violation {
                     path: manifest,
@@ -256,6 +264,24 @@ pub fn check_dependency_direction(
                 continue;
             }
             let kind = dep.get("kind").and_then(Json::as_str).unwrap_or("normal");
+            let is_support = layers
+                .iter()
+                .any(|(layer, a)| *layer == dep_name && *a == Allowed::Support);
+            if is_support {
+                if kind != "dev" {
+                    violations.push(Violation {
+                        path: manifest.clone(),
+                        line: manifest_line(&manifest, dep_name),
+                        rule: rule::DEPENDENCY_DIRECTION,
+                        message: format!(
+                            "`{name}` has a {kind} dependency on `{dep_name}`, which a library \
+                             may use only as a dev-dependency (scaffolding for benchmarks, not \
+                             part of the engine; see LAYERS in xtask/src/tidy.rs)"
+                        ),
+                    });
+                }
+                continue;
+            }
             let may_use = if allowed.is_empty() {
                 "no workspace package".to_owned()
             } else {
@@ -569,8 +595,18 @@ mod tests { fn t() { unimplemented!() } }
                 "recovery",
                 &[("iobuf", None, true), ("header-bits", Some("dev"), true)],
             ),
-            package("pagecache", &[("recovery", None, true)]),
-            package("xtask", &[("pagecache", None, true)]),
+            package(
+                "pagecache",
+                &[
+                    ("recovery", None, true),
+                    ("bench-support", Some("dev"), true),
+                ],
+            ),
+            package("bench-support", &[]),
+            package(
+                "xtask",
+                &[("pagecache", None, true), ("bench-support", None, true)],
+            ),
         ]);
         assert_eq!(
             check_dependency_direction(&json, LAYERS, no_lines).unwrap(),
@@ -596,6 +632,24 @@ mod tests { fn t() { unimplemented!() } }
         assert!(shown[1].contains("but may use only header-bits, segment"));
         assert!(shown[2].contains("`iobuf` has a normal dependency on `xtask`"));
         assert!(shown[3].contains("`newcrate` is not in the layer table"));
+    }
+
+    #[test]
+    fn support_crate_is_dev_only_for_libraries_and_uses_nothing() {
+        let json = metadata(&[
+            package("recovery", &[("bench-support", None, true)]),
+            package("pagecache", &[("bench-support", Some("build"), true)]),
+            package("bench-support", &[("segment", Some("dev"), true)]),
+            package("segment", &[]),
+        ]);
+        let violations = check_dependency_direction(&json, LAYERS, no_lines).unwrap();
+        let shown: Vec<String> = violations.iter().map(|v| v.to_string()).collect();
+        assert_eq!(shown.len(), 3, "{shown:#?}");
+        assert!(shown[0].contains("`recovery` has a normal dependency on `bench-support`"));
+        assert!(shown[0].contains("only as a dev-dependency"));
+        assert!(shown[1].contains("`pagecache` has a build dependency on `bench-support`"));
+        assert!(shown[2].contains("`bench-support` has a dev dependency on `segment`"));
+        assert!(shown[2].contains("but may use no workspace package"));
     }
 
     #[test]

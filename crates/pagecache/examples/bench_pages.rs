@@ -24,32 +24,35 @@
 //! * R: reopen time after 1 000 000 small updates (100-byte `link`s) on 100 000 pages, with
 //!   the default snapshot settings, warm and with the OS page cache dropped. Compared with the
 //!   original's 2.25 s.
-//! * S: data file length over live bytes after those updates (the original: 6.45).
+//! * S: data file length over live bytes after those updates (the original: 6.45), shown
+//!   for information: the space target (1.5) is S2's, a steady state of uniform overwrites.
 //! * S2: the space target's own workload, uniform overwrites (`replace`) of 1 000 000 pages
 //!   of 100 bytes, file over live sampled through the steady state (target 1.5).
 //!
 //! Every page's value is the XOR of its fragments, so the merged value depends on every
 //! fragment of the chain and R checks each page's value against a model after reopening.
 //!
+//! The ceilings' loops, the scratch directory and the result table are `bench-support`'s,
+//! shared with `bench_log` and the `stress` program's `--ceilings`.
+//!
 //! Everything is created under a fresh directory (inside `--dir PATH` when given, else inside
 //! `std::env::temp_dir()`) that is removed at the end, also when a step fails.
 
-use std::error::Error;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::hint::black_box;
-use std::io::Write;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 use std::sync::Barrier;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
+use bench_support::{
+    BenchResult, DropCaches, Measured, Row, ScratchDir, Target, ceiling_cas, ceiling_sync_writes,
+    drop_os_page_cache, fmt_rate, print_table, setup_line,
+};
 use pagecache::{Config, DecodeError, Materializer, Metrics, PageCache, PageId};
-
-type BoxError = Box<dyn Error + Send + Sync>;
-type BenchResult<T> = Result<T, BoxError>;
 
 const KIB: u64 = 1 << 10;
 const MIB: u64 = 1 << 20;
@@ -201,182 +204,7 @@ fn parse_args() -> Result<Args, String> {
 }
 
 fn main() -> ExitCode {
-    let args = match parse_args() {
-        Ok(args) => args,
-        Err(message) => {
-            if !message.is_empty() {
-                eprintln!("bench_pages: {message}");
-            }
-            eprintln!("{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
-    match run(&args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("bench_pages: failed: {error}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// Removes the scratch directory when dropped, so a failed step leaves nothing behind.
-struct ScratchDir {
-    path: PathBuf,
-}
-
-impl ScratchDir {
-    fn create(parent: &Path) -> BenchResult<ScratchDir> {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let path = parent.join(format!("bench_pages-{}-{nanos}", std::process::id()));
-        fs::create_dir_all(parent)?;
-        // `create_dir`, not `create_dir_all`: the directory must be new, never someone's data.
-        fs::create_dir(&path).map_err(|e| format!("creating {}: {e}", path.display()))?;
-        Ok(ScratchDir { path })
-    }
-
-    fn sub(&self, name: &str) -> PathBuf {
-        self.path.join(name)
-    }
-}
-
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        if let Err(error) = fs::remove_dir_all(&self.path) {
-            eprintln!(
-                "bench_pages: could not remove {}: {error}",
-                self.path.display()
-            );
-        }
-    }
-}
-
-/// Operations done and the wall time they took.
-#[derive(Clone, Copy)]
-struct Measured {
-    n_ops: u64,
-    elapsed: Duration,
-}
-
-impl Measured {
-    const ZERO: Measured = Measured {
-        n_ops: 0,
-        elapsed: Duration::ZERO,
-    };
-
-    fn add(&mut self, other: Measured) {
-        self.n_ops += other.n_ops;
-        self.elapsed += other.elapsed;
-    }
-
-    fn per_second(&self) -> f64 {
-        self.n_ops as f64 / self.elapsed.as_secs_f64().max(1e-9)
-    }
-}
-
-/// Whether a figure passes when its ratio is at least or at most the target.
-#[derive(Clone, Copy)]
-enum Target {
-    AtLeast(f64),
-    AtMost(f64),
-}
-
-/// One line of the final table.
-struct Row {
-    figure: &'static str,
-    value: String,
-    baseline: String,
-    ratio: Option<f64>,
-    target: Option<Target>,
-}
-
-impl Row {
-    fn ceiling(figure: &'static str, value: String) -> Row {
-        Row {
-            figure,
-            value,
-            baseline: "-".into(),
-            ratio: None,
-            target: None,
-        }
-    }
-
-    fn compared(
-        figure: &'static str,
-        value: String,
-        baseline: String,
-        ratio: f64,
-        target: Target,
-    ) -> Row {
-        Row {
-            figure,
-            value,
-            baseline,
-            ratio: Some(ratio),
-            target: Some(target),
-        }
-    }
-
-    fn result(&self) -> &'static str {
-        match (self.ratio, self.target) {
-            (Some(r), Some(Target::AtLeast(t))) if r >= t => "PASS",
-            (Some(r), Some(Target::AtMost(t))) if r <= t => "PASS",
-            (Some(_), Some(_)) => "FAIL",
-            _ => "-",
-        }
-    }
-}
-
-fn fmt_rate(per_second: f64) -> String {
-    if per_second >= 1e6 {
-        format!("{:.2} M/s", per_second / 1e6)
-    } else if per_second >= 1e3 {
-        format!("{:.1} k/s", per_second / 1e3)
-    } else {
-        format!("{per_second:.1} /s")
-    }
-}
-
-fn print_table(rows: &[Row]) {
-    let figure_w = rows
-        .iter()
-        .map(|r| r.figure.len())
-        .max()
-        .unwrap_or(6)
-        .max(6);
-    let value_w = rows.iter().map(|r| r.value.len()).max().unwrap_or(5).max(5);
-    let baseline_w = rows
-        .iter()
-        .map(|r| r.baseline.len())
-        .max()
-        .unwrap_or(8)
-        .max(8);
-    println!(
-        "{:<figure_w$}  {:>value_w$}  {:<baseline_w$}  {:>7}  {:>8}  result",
-        "figure", "value", "baseline", "ratio", "target"
-    );
-    println!(
-        "{}",
-        "-".repeat(figure_w + value_w + baseline_w + 7 + 8 + 6 + 10)
-    );
-    for row in rows {
-        let ratio = row.ratio.map_or("-".to_string(), |r| format!("{r:.3}"));
-        let target = match row.target {
-            Some(Target::AtLeast(t)) => format!(">= {t:.2}"),
-            Some(Target::AtMost(t)) => format!("<= {t:.2}"),
-            None => "-".to_string(),
-        };
-        println!(
-            "{:<figure_w$}  {:>value_w$}  {:<baseline_w$}  {ratio:>7}  {target:>8}  {}",
-            row.figure,
-            row.value,
-            row.baseline,
-            row.result()
-        );
-    }
+    bench_support::main_with("bench_pages", USAGE, parse_args(), run)
 }
 
 fn run(args: &Args) -> BenchResult<()> {
@@ -384,23 +212,13 @@ fn run(args: &Args) -> BenchResult<()> {
     let argv: Vec<String> = std::env::args().collect();
     println!("argv: {}", argv.join(" "));
     let parent = args.dir.clone().unwrap_or_else(std::env::temp_dir);
-    let scratch = ScratchDir::create(&parent)?;
-    println!(
-        "mode: {}; scratch dir {} (removed at the end); {} CPUs visible; build: {}",
-        if plan.quick { "--quick" } else { "default" },
-        scratch.path.display(),
-        thread::available_parallelism().map_or(0, |n| n.get()),
-        if cfg!(debug_assertions) {
-            "DEBUG (numbers meaningless, use --release)"
-        } else {
-            "release"
-        },
-    );
+    let scratch = ScratchDir::create(&parent, "bench_pages")?;
+    println!("{}", setup_line(plan.quick, &scratch));
     println!();
     let mut rows = Vec::new();
 
     // (a) Ceilings.
-    let c1 = ceiling_sync_writes(&scratch, plan.c1_duration)?;
+    let c1 = ceiling_sync_writes(&scratch.sub("c1.data"), plan.c1_duration)?;
     println!(
         "C1  4 KiB write_all_at + sync_data: {} ops in {:.2?} = {}",
         c1.n_ops,
@@ -459,7 +277,7 @@ fn step_mixed(plan: &Plan, scratch: &ScratchDir, rows: &mut Vec<Row>) -> BenchRe
             fmt_rate(measured.per_second()),
             format!("0.17 {}", fmt_rate(original)),
             measured.per_second() / original,
-            Target::AtLeast(TARGET_MIXED_VS_ORIGINAL),
+            Some(Target::AtLeast(TARGET_MIXED_VS_ORIGINAL)),
         ));
         mixed.push(measured);
     }
@@ -490,19 +308,16 @@ fn step_paged_out(
     {
         // The rates are over every round; the ratio is the median of the rounds' ratios.
         let (gets, preads) = (paged.gets[phase_idx], paged.preads[phase_idx]);
-        let mut row = Row::compared(
+        // The target is about the device (a cold OS cache); the warm figure shows what a
+        // page-in costs in CPU next to a pread served from memory, and has no target.
+        let target = (phase_idx == 0).then_some(Target::AtLeast(TARGET_PAGE_IN_VS_PREAD));
+        rows.push(Row::compared(
             figure,
             fmt_rate(gets.per_second()),
             format!("pread {}", fmt_rate(preads.per_second())),
             paged.ratios[phase_idx],
-            Target::AtLeast(TARGET_PAGE_IN_VS_PREAD),
-        );
-        // The target is about the device (a cold OS cache); the warm figure shows what a
-        // page-in costs in CPU next to a pread served from memory, and has no target.
-        if phase_idx == 1 {
-            row.target = None;
-        }
-        rows.push(row);
+            target,
+        ));
     }
     println!();
 
@@ -521,7 +336,7 @@ fn step_reopen(plan: &Plan, scratch: &ScratchDir, rows: &mut Vec<Row>) -> BenchR
         format!("{:.1?}", updated.reopen_warm),
         format!("0.17 {ORIGINAL_REOPEN_SECS:.2} s"),
         updated.reopen_warm.as_secs_f64() / ORIGINAL_REOPEN_SECS,
-        Target::AtMost(TARGET_REOPEN_VS_ORIGINAL),
+        Some(Target::AtMost(TARGET_REOPEN_VS_ORIGINAL)),
     ));
     if let Some(cold) = updated.reopen_cold {
         rows.push(Row::compared(
@@ -529,16 +344,18 @@ fn step_reopen(plan: &Plan, scratch: &ScratchDir, rows: &mut Vec<Row>) -> BenchR
             format!("{cold:.1?}"),
             format!("0.17 {ORIGINAL_REOPEN_SECS:.2} s"),
             cold.as_secs_f64() / ORIGINAL_REOPEN_SECS,
-            Target::AtMost(TARGET_REOPEN_VS_ORIGINAL),
+            Some(Target::AtMost(TARGET_REOPEN_VS_ORIGINAL)),
         ));
     }
+    // Informational: the 1.5 target is for S2's workload (uniform overwrites in a steady
+    // state), not for the file right after R's updates with their links and snapshots.
     let amplification = updated.file_len_bytes as f64 / updated.live_bytes.max(1) as f64;
     rows.push(Row::compared(
         "S data file / live bytes",
         format!("{amplification:.2}"),
         format!("0.17 {ORIGINAL_SPACE_AMPLIFICATION:.2}"),
         amplification,
-        Target::AtMost(TARGET_SPACE_AMPLIFICATION),
+        None,
     ));
     let n_pages = if plan.quick { 200_000 } else { 1_000_000 };
     let steady = uniform_overwrites(&scratch.sub("s"), n_pages)?;
@@ -551,7 +368,7 @@ fn step_reopen(plan: &Plan, scratch: &ScratchDir, rows: &mut Vec<Row>) -> BenchR
         format!("{:.2} (max {:.2})", steady.mean_ratio, steady.max_ratio),
         "target".to_string(),
         steady.max_ratio,
-        Target::AtMost(TARGET_SPACE_AMPLIFICATION),
+        Some(Target::AtMost(TARGET_SPACE_AMPLIFICATION)),
     ));
     println!();
 
@@ -627,60 +444,6 @@ fn uniform_overwrites(dir: &Path, n_pages: u64) -> BenchResult<SteadySpace> {
         mean_ratio,
         max_ratio,
     })
-}
-
-/// C1: 4 KiB positional writes, each followed by `fdatasync`, cycling over a 1 MiB region of a
-/// preallocated file (so the syncs need no size or block-allocation metadata).
-fn ceiling_sync_writes(scratch: &ScratchDir, duration: Duration) -> BenchResult<Measured> {
-    const REGION_LEN_BYTES: u64 = MIB;
-    const WRITE_LEN_BYTES: u64 = 4 * KIB;
-    let path = scratch.sub("c1.data");
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(&path)?;
-    file.write_all_at(&vec![0x5Au8; REGION_LEN_BYTES as usize], 0)?;
-    file.sync_all()?;
-    let block = [0xC3u8; WRITE_LEN_BYTES as usize];
-    let n_slots = REGION_LEN_BYTES / WRITE_LEN_BYTES;
-    let start = Instant::now();
-    let mut n_ops = 0u64;
-    while start.elapsed() < duration {
-        file.write_all_at(&block, (n_ops % n_slots) * WRITE_LEN_BYTES)?;
-        file.sync_data()?;
-        n_ops += 1;
-    }
-    let elapsed = start.elapsed();
-    drop(file);
-    fs::remove_file(&path)?;
-    Ok(Measured { n_ops, elapsed })
-}
-
-/// C3: one thread incrementing one atomic with `compare_exchange`, nothing else in the loop.
-fn ceiling_cas(duration: Duration) -> Measured {
-    const OPS_PER_CLOCK_CHECK: u64 = 1 << 16;
-    let word = AtomicU64::new(0);
-    let word = black_box(&word);
-    let start = Instant::now();
-    let mut current = word.load(Ordering::Acquire);
-    let mut n_ops = 0u64;
-    loop {
-        for _ in 0..OPS_PER_CLOCK_CHECK {
-            match word.compare_exchange(current, current + 1, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => current += 1,
-                Err(actual) => current = actual,
-            }
-        }
-        n_ops += OPS_PER_CLOCK_CHECK;
-        if start.elapsed() >= duration {
-            break;
-        }
-    }
-    Measured {
-        n_ops,
-        elapsed: start.elapsed(),
-    }
 }
 
 /// Opens a new page cache in `dir` (which must not exist yet).
@@ -853,7 +616,10 @@ fn paged_out_gets(dir: &Path, n_ops: u64) -> BenchResult<PagedOut> {
         started.elapsed()
     );
     cache.close()?;
-    let (mut caches_dropped, mut drop_note) = drop_os_page_cache();
+    let (mut caches_dropped, mut drop_note) = match drop_os_page_cache(DropCaches::PageCache) {
+        Ok(()) => (true, String::new()),
+        Err(why) => (false, why),
+    };
     let started = Instant::now();
     let (cache, report) = PageCache::open_dir(dir, config, Xor)?;
     let data_path = dir.join(iobuf::DATA_FILE_NAME);
@@ -920,11 +686,15 @@ fn paged_out_gets(dir: &Path, n_ops: u64) -> BenchResult<PagedOut> {
             for side in [round % 2, 1 - round % 2] {
                 if phase_idx == 0 {
                     // Opening (or the other side) read the file: start each side cold.
-                    let (dropped, note) = drop_os_page_cache();
-                    caches_dropped &= dropped;
-                    // Each reason once: without root, every drop fails the same way.
-                    if !drop_note.contains(&note) {
-                        drop_note.push_str(&note);
+                    if let Err(why) = drop_os_page_cache(DropCaches::PageCache) {
+                        caches_dropped = false;
+                        // Each reason once: without root, every drop fails the same way.
+                        if !drop_note.contains(&why) {
+                            if !drop_note.is_empty() {
+                                drop_note.push_str("; ");
+                            }
+                            drop_note.push_str(&why);
+                        }
                     }
                 }
                 let n = if phase_idx == 0 {
@@ -1033,12 +803,12 @@ fn updates_then_reopen(dir: &Path, n_updates: u64) -> BenchResult<Updated> {
         Ok(elapsed)
     };
     let reopen_warm = reopen("warm OS page cache")?;
-    let (dropped, note) = drop_os_page_cache();
-    let reopen_cold = if dropped {
-        Some(reopen("OS page cache dropped")?)
-    } else {
-        println!("R   cold reopen skipped: {note}");
-        None
+    let reopen_cold = match drop_os_page_cache(DropCaches::PageCache) {
+        Ok(()) => Some(reopen("OS page cache dropped")?),
+        Err(why) => {
+            println!("R   cold reopen skipped: {why}");
+            None
+        }
     };
     fs::remove_dir_all(dir)?;
     Ok(Updated {
@@ -1047,27 +817,4 @@ fn updates_then_reopen(dir: &Path, n_updates: u64) -> BenchResult<Updated> {
         file_len_bytes,
         live_bytes: stats.live_bytes,
     })
-}
-
-/// `sync`, then `echo 1 > /proc/sys/vm/drop_caches`. Returns whether the OS page cache was
-/// dropped and, if not, why.
-fn drop_os_page_cache() -> (bool, String) {
-    let synced = Command::new("sync")
-        .status()
-        .is_ok_and(|status| status.success());
-    let dropped = OpenOptions::new()
-        .write(true)
-        .open("/proc/sys/vm/drop_caches")
-        .and_then(|mut file| file.write_all(b"1"));
-    match dropped {
-        Ok(()) if synced => (true, String::new()),
-        Ok(()) => (
-            false,
-            "`sync` failed, so dirty pages may have stayed cached; ".into(),
-        ),
-        Err(error) => (
-            false,
-            format!("not dropped: writing /proc/sys/vm/drop_caches: {error}; "),
-        ),
-    }
 }

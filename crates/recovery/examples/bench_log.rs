@@ -16,6 +16,9 @@
 //!   `sync_data`, timed together.
 //! * C3: one thread incrementing one `AtomicU64` with `compare_exchange`.
 //!
+//! The ceilings' loops, the scratch directory and the result table are `bench-support`'s,
+//! shared with `bench_pages` and the `stress` program's `--ceilings`.
+//!
 //! Workloads, each on a fresh log directory (default `LogConfig`, no background flusher):
 //!
 //! * W1/W2: unsynced 100-byte appends with 1 and 2 threads.
@@ -29,24 +32,21 @@
 //! own directory is removed as soon as it has been measured, so the disk never holds more than
 //! one workload's data.
 
-use std::error::Error;
-use std::fs::{self, File, OpenOptions};
-use std::hint::black_box;
-use std::io::Write;
-use std::os::unix::fs::FileExt;
+use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 use std::sync::Barrier;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
+use bench_support::{
+    BenchResult, DropCaches, Measured, Row, ScratchDir, Target, ceiling_cas,
+    ceiling_sequential_write, ceiling_sync_writes, drop_os_page_cache, fmt_rate, print_table,
+    setup_line,
+};
 use iobuf::{LatencyHistogram, Log, LogConfig, LogMetrics};
 
-type BoxError = Box<dyn Error + Send + Sync>;
-type BenchResult<T> = Result<T, BoxError>;
-
-const KIB: u64 = 1 << 10;
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
 
@@ -137,127 +137,7 @@ fn parse_args() -> Result<Args, String> {
 }
 
 fn main() -> ExitCode {
-    let args = match parse_args() {
-        Ok(args) => args,
-        Err(message) => {
-            if !message.is_empty() {
-                eprintln!("bench_log: {message}");
-            }
-            eprintln!("{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
-    match run(&args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("bench_log: failed: {error}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// Removes the scratch directory when dropped, so a failed step leaves no gigabytes behind.
-struct ScratchDir {
-    path: PathBuf,
-}
-
-impl ScratchDir {
-    fn create(parent: &Path) -> BenchResult<ScratchDir> {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let path = parent.join(format!("bench_log-{}-{nanos}", std::process::id()));
-        fs::create_dir_all(parent)?;
-        // `create_dir`, not `create_dir_all`: the directory must be new, never someone's data.
-        fs::create_dir(&path).map_err(|e| format!("creating {}: {e}", path.display()))?;
-        Ok(ScratchDir { path })
-    }
-
-    /// A fresh, not yet existing path inside the scratch directory.
-    fn sub(&self, name: &str) -> PathBuf {
-        self.path.join(name)
-    }
-}
-
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        if let Err(error) = fs::remove_dir_all(&self.path) {
-            eprintln!(
-                "bench_log: could not remove {}: {error}",
-                self.path.display()
-            );
-        }
-    }
-}
-
-/// The result of a timed loop: operations done and the wall time they took.
-#[derive(Clone, Copy)]
-struct Measured {
-    n_ops: u64,
-    elapsed: Duration,
-}
-
-impl Measured {
-    fn per_second(&self) -> f64 {
-        self.n_ops as f64 / self.elapsed.as_secs_f64().max(1e-9)
-    }
-}
-
-/// One line of the final table.
-struct Row {
-    figure: String,
-    value: String,
-    baseline: String,
-    ratio: Option<f64>,
-    target: Option<f64>,
-}
-
-impl Row {
-    fn ceiling(figure: &str, value: String) -> Row {
-        Row {
-            figure: figure.to_string(),
-            value,
-            baseline: "-".to_string(),
-            ratio: None,
-            target: None,
-        }
-    }
-
-    fn compared(
-        figure: &str,
-        value: String,
-        baseline: String,
-        ratio: f64,
-        target: Option<f64>,
-    ) -> Row {
-        Row {
-            figure: figure.to_string(),
-            value,
-            baseline,
-            ratio: Some(ratio),
-            target,
-        }
-    }
-
-    fn result(&self) -> &'static str {
-        match (self.ratio, self.target) {
-            (Some(ratio), Some(target)) if ratio >= target => "PASS",
-            (Some(_), Some(_)) => "FAIL",
-            (Some(_), None) => "info",
-            _ => "-",
-        }
-    }
-}
-
-fn fmt_rate(per_second: f64) -> String {
-    if per_second >= 1e6 {
-        format!("{:.2} M/s", per_second / 1e6)
-    } else if per_second >= 1e3 {
-        format!("{:.2} k/s", per_second / 1e3)
-    } else {
-        format!("{per_second:.1} /s")
-    }
+    bench_support::main_with("bench_log", USAGE, parse_args(), run)
 }
 
 fn fmt_mb_per_s(mb_per_second: f64) -> String {
@@ -282,24 +162,14 @@ fn run(args: &Args) -> BenchResult<()> {
     );
     println!("argv:    {}", argv.join(" "));
     let parent = args.dir.clone().unwrap_or_else(std::env::temp_dir);
-    let scratch = ScratchDir::create(&parent)?;
-    println!(
-        "mode: {}; scratch dir {} (removed at the end); {} CPUs visible; build: {}",
-        if plan.quick { "--quick" } else { "default" },
-        scratch.path.display(),
-        thread::available_parallelism().map_or(0, |n| n.get()),
-        if cfg!(debug_assertions) {
-            "DEBUG (numbers meaningless, use --release)"
-        } else {
-            "release"
-        },
-    );
+    let scratch = ScratchDir::create(&parent, "bench_log")?;
+    println!("{}", setup_line(plan.quick, &scratch));
     println!();
 
     let mut rows = Vec::new();
 
     // Ceilings.
-    let c1 = ceiling_sync_writes(&scratch, plan.c1_duration)?;
+    let c1 = ceiling_sync_writes(&scratch.sub("c1.data"), plan.c1_duration)?;
     println!(
         "C1  4 KiB write_all_at + sync_data: {} ops in {:.2?} = {}",
         c1.n_ops,
@@ -313,11 +183,11 @@ fn run(args: &Args) -> BenchResult<()> {
         fmt_rate(c1.per_second()),
     ));
 
-    let c2 = ceiling_sequential_write(&scratch, plan.c2_total_bytes)?;
-    let c2_mb_per_s = c2.per_second() / BYTES_PER_MB;
+    let c2 = ceiling_sequential_write(&scratch.sub("c2.data"), plan.c2_total_bytes, None)?;
+    let c2_mb_per_s = c2.bytes_per_second() / BYTES_PER_MB;
     println!(
         "C2  sequential 1 MiB writes + one sync_data: {} MiB in {:.2?} = {}",
-        c2.n_ops / MIB,
+        c2.total_bytes / MIB,
         c2.elapsed,
         fmt_mb_per_s(c2_mb_per_s)
     );
@@ -359,14 +229,14 @@ fn run(args: &Args) -> BenchResult<()> {
         fmt_rate(w1.per_second()),
         format!("C3 {}", fmt_rate(c3.per_second())),
         w1.per_second() / c3.per_second(),
-        Some(TARGET_W1_VS_C3),
+        Some(Target::AtLeast(TARGET_W1_VS_C3)),
     ));
     rows.push(Row::compared(
         "W1 vs pagecache 0.17 (reference)",
         fmt_rate(w1.per_second()),
         format!("ref {}", fmt_rate(PAGECACHE_017_APPEND_1T_PER_S)),
         w1.per_second() / PAGECACHE_017_APPEND_1T_PER_S,
-        Some(TARGET_W1_VS_PAGECACHE),
+        Some(Target::AtLeast(TARGET_W1_VS_PAGECACHE)),
     ));
 
     let (w2, w2_metrics) = timed_log_workload(
@@ -387,7 +257,7 @@ fn run(args: &Args) -> BenchResult<()> {
         fmt_rate(w2.per_second()),
         format!("W1 {}", fmt_rate(w1.per_second())),
         w2.per_second() / w1.per_second(),
-        Some(TARGET_W2_VS_W1),
+        Some(Target::AtLeast(TARGET_W2_VS_W1)),
     ));
 
     // W3: large unsynced appends, the final flush inside the timing.
@@ -405,14 +275,14 @@ fn run(args: &Args) -> BenchResult<()> {
         fmt_mb_per_s(w3_mb_per_s),
         format!("C2 {}", fmt_mb_per_s(c2_mb_per_s)),
         w3_mb_per_s / c2_mb_per_s,
-        Some(TARGET_W3_VS_C2),
+        Some(Target::AtLeast(TARGET_W3_VS_C2)),
     ));
     println!();
 
     // W4 and W5: durable appends. The sync rate is the noisiest ceiling on a shared disk, so
     // C1 is measured again right before W4 and the higher figure is the ceiling: a neighbour's
     // burst during one of the two measurements can only make the ratio stricter, never looser.
-    let c1_again = ceiling_sync_writes(&scratch, plan.c1_duration)?;
+    let c1_again = ceiling_sync_writes(&scratch.sub("c1.data"), plan.c1_duration)?;
     let c1_rate = c1.per_second().max(c1_again.per_second());
     println!(
         "C1' 4 KiB write_all_at + sync_data, again before W4: {} ops in {:.2?} = {}; ceiling \
@@ -441,7 +311,7 @@ fn run(args: &Args) -> BenchResult<()> {
         fmt_rate(w4.per_second()),
         format!("C1 {}", fmt_rate(c1_rate)),
         w4.per_second() / c1_rate,
-        Some(TARGET_W4_VS_C1),
+        Some(Target::AtLeast(TARGET_W4_VS_C1)),
     ));
 
     let (w5, w5_metrics) = timed_log_workload(
@@ -462,7 +332,7 @@ fn run(args: &Args) -> BenchResult<()> {
         fmt_rate(w5.per_second()),
         format!("W4 {}", fmt_rate(w4.per_second())),
         w5.per_second() / w4.per_second(),
-        Some(TARGET_W5_VS_W4),
+        Some(Target::AtLeast(TARGET_W5_VS_W4)),
     ));
     println!();
 
@@ -471,11 +341,11 @@ fn run(args: &Args) -> BenchResult<()> {
     let w6_mb_per_s = w6.bytes_scanned as f64 / w6.open_elapsed.as_secs_f64() / BYTES_PER_MB;
     let cache_note = if w6.caches_dropped { "cold" } else { "warm" };
     rows.push(Row::compared(
-        &format!("W6 recovery scan ({cache_note} cache)"),
+        format!("W6 recovery scan ({cache_note} cache)"),
         fmt_mb_per_s(w6_mb_per_s),
         format!("goal {}", fmt_mb_per_s(TARGET_W6_SCAN_MB_PER_S)),
         w6_mb_per_s / TARGET_W6_SCAN_MB_PER_S,
-        Some(1.0),
+        Some(Target::AtLeast(1.0)),
     ));
     rows.push(Row::compared(
         "W6 recovery scan vs C2",
@@ -516,123 +386,6 @@ fn run(args: &Args) -> BenchResult<()> {
         );
     }
     Ok(())
-}
-
-fn print_table(rows: &[Row]) {
-    let figure_w = rows
-        .iter()
-        .map(|r| r.figure.len())
-        .max()
-        .unwrap_or(6)
-        .max(6);
-    let value_w = rows.iter().map(|r| r.value.len()).max().unwrap_or(5).max(5);
-    let baseline_w = rows
-        .iter()
-        .map(|r| r.baseline.len())
-        .max()
-        .unwrap_or(8)
-        .max(8);
-    println!(
-        "{:<figure_w$}  {:>value_w$}  {:<baseline_w$}  {:>7}  {:>8}  result",
-        "figure", "value", "baseline", "ratio", "target"
-    );
-    println!(
-        "{}",
-        "-".repeat(figure_w + value_w + baseline_w + 7 + 8 + 6 + 10)
-    );
-    for row in rows {
-        let ratio = row.ratio.map_or("-".to_string(), |r| format!("{r:.3}"));
-        let target = row.target.map_or("-".to_string(), |t| format!(">= {t:.2}"));
-        println!(
-            "{:<figure_w$}  {:>value_w$}  {:<baseline_w$}  {:>7}  {:>8}  {}",
-            row.figure,
-            row.value,
-            row.baseline,
-            ratio,
-            target,
-            row.result()
-        );
-    }
-}
-
-/// C1: 4 KiB positional writes, each followed by `fdatasync`, cycling over a 1 MiB region of a
-/// preallocated file (so the syncs need no size or block-allocation metadata).
-fn ceiling_sync_writes(scratch: &ScratchDir, duration: Duration) -> BenchResult<Measured> {
-    const REGION_LEN_BYTES: u64 = MIB;
-    const WRITE_LEN_BYTES: u64 = 4 * KIB;
-    let path = scratch.sub("c1.data");
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(&path)?;
-    file.write_all_at(&vec![0x5Au8; REGION_LEN_BYTES as usize], 0)?;
-    file.sync_all()?;
-    let block = [0xC3u8; WRITE_LEN_BYTES as usize];
-    let n_slots = REGION_LEN_BYTES / WRITE_LEN_BYTES;
-    let start = Instant::now();
-    let mut n_ops = 0u64;
-    while start.elapsed() < duration {
-        file.write_all_at(&block, (n_ops % n_slots) * WRITE_LEN_BYTES)?;
-        file.sync_data()?;
-        n_ops += 1;
-    }
-    let elapsed = start.elapsed();
-    drop(file);
-    fs::remove_file(&path)?;
-    Ok(Measured { n_ops, elapsed })
-}
-
-/// C2: a new file written sequentially in 1 MiB chunks, then one `sync_data`, all timed.
-/// `n_ops` is the byte count.
-fn ceiling_sequential_write(scratch: &ScratchDir, total_bytes: u64) -> BenchResult<Measured> {
-    const CHUNK_LEN_BYTES: u64 = MIB;
-    let path = scratch.sub("c2.data");
-    let chunk: Vec<u8> = (0..CHUNK_LEN_BYTES).map(|i| (i % 251) as u8).collect();
-    let start = Instant::now();
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&path)?;
-    let mut written_bytes = 0u64;
-    while written_bytes < total_bytes {
-        file.write_all(&chunk)?;
-        written_bytes += CHUNK_LEN_BYTES;
-    }
-    file.sync_data()?;
-    let elapsed = start.elapsed();
-    drop(file);
-    fs::remove_file(&path)?;
-    Ok(Measured {
-        n_ops: written_bytes,
-        elapsed,
-    })
-}
-
-/// C3: one thread incrementing one atomic with `compare_exchange`, the way a reservation
-/// claims its range, with nothing else in the loop.
-fn ceiling_cas(duration: Duration) -> Measured {
-    const OPS_PER_CLOCK_CHECK: u64 = 1 << 16;
-    let word = AtomicU64::new(0);
-    let word = black_box(&word);
-    let start = Instant::now();
-    let mut current = word.load(Ordering::Acquire);
-    let mut n_ops = 0u64;
-    loop {
-        for _ in 0..OPS_PER_CLOCK_CHECK {
-            match word.compare_exchange(current, current + 1, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => current += 1,
-                Err(actual) => current = actual,
-            }
-        }
-        n_ops += OPS_PER_CLOCK_CHECK;
-        if start.elapsed() >= duration {
-            break;
-        }
-    }
-    let elapsed = start.elapsed();
-    assert_eq!(word.load(Ordering::Acquire), n_ops, "every CAS succeeded");
-    Measured { n_ops, elapsed }
 }
 
 /// The default configuration with the background flusher off: only the workload syncs.
@@ -864,7 +617,11 @@ fn recovery_scan(dir: &Path, log_bytes: u64) -> BenchResult<ScanResult> {
         ),
     );
 
-    let (caches_dropped, drop_note) = drop_os_page_cache();
+    let (caches_dropped, drop_note) =
+        match drop_os_page_cache(DropCaches::PageCacheDentriesAndInodes) {
+            Ok(()) => (true, String::new()),
+            Err(why) => (false, why),
+        };
     println!(
         "    dropping the OS page cache: {}",
         if caches_dropped {
@@ -902,34 +659,4 @@ fn recovery_scan(dir: &Path, log_bytes: u64) -> BenchResult<ScanResult> {
         caches_dropped,
         drop_note,
     })
-}
-
-/// `sync`, then `echo 3 > /proc/sys/vm/drop_caches`. Returns whether the cache was dropped and,
-/// if not, why.
-fn drop_os_page_cache() -> (bool, String) {
-    let synced = match Command::new("sync").status() {
-        Ok(status) if status.success() => true,
-        Ok(status) => {
-            eprintln!("bench_log: `sync` exited with {status}");
-            false
-        }
-        Err(error) => {
-            eprintln!("bench_log: could not run `sync`: {error}");
-            false
-        }
-    };
-    let dropped = OpenOptions::new()
-        .write(true)
-        .open("/proc/sys/vm/drop_caches")
-        .and_then(|mut file: File| file.write_all(b"3"));
-    match dropped {
-        Ok(()) => (true, String::new()),
-        Err(error) => (
-            false,
-            format!(
-                "writing /proc/sys/vm/drop_caches: {error}{}",
-                if synced { "" } else { "; sync failed too" }
-            ),
-        ),
-    }
 }

@@ -104,16 +104,8 @@ pub fn fmt_nanos(nanos: u64) -> String {
     }
 }
 
-/// `1.23 M/s`, `4.56 k/s`, `7.8 /s`.
-pub fn fmt_rate(per_second: f64) -> String {
-    if per_second >= 1e6 {
-        format!("{:.2} M/s", per_second / 1e6)
-    } else if per_second >= 1e3 {
-        format!("{:.2} k/s", per_second / 1e3)
-    } else {
-        format!("{per_second:.1} /s")
-    }
-}
+/// `1.23 M/s`, `4.56 k/s`, `7.8 /s`: the benchmarks' format, so figures read the same in both.
+pub use bench_support::fmt_rate;
 
 /// Decimal megabytes, like `dd`: `123.4 MB`.
 pub fn fmt_mb(bytes: u64) -> String {

@@ -17,8 +17,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
+use bench_support::ScratchDir;
 use iobuf::{Log, LogConfig, LogMetrics, Lsn};
 use recovery::RecoveryReport;
 
@@ -56,6 +57,8 @@ pub struct Target {
     pub dir: PathBuf,
     /// Whether it is the user's (`--dir`, kept) rather than a temporary one.
     pub kept: bool,
+    /// The temporary directory, removed when dropped; `None` when `kept`.
+    _temporary: Option<ScratchDir>,
 }
 
 impl Target {
@@ -68,31 +71,19 @@ impl Target {
                 Ok(Target {
                     dir: dir.to_path_buf(),
                     kept: true,
+                    _temporary: None,
                 })
             }
             None => {
-                let nanos = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map(|d| d.subsec_nanos())
-                    .unwrap_or(0);
-                let parent = std::env::temp_dir();
-                let dir = parent.join(format!("stress-{}-{nanos}", std::process::id()));
-                // `create_dir`, not `create_dir_all`: the directory must be new, never data
-                // that someone else owns (it is removed at the end).
-                fs::create_dir(&dir)
-                    .map_err(|e| Error::io(format!("creating directory {}", dir.display()), e))?;
-                Ok(Target { dir, kept: false })
+                // A new directory, never data that someone else owns (it is removed at the end).
+                let temporary = ScratchDir::create(&std::env::temp_dir(), "stress")
+                    .map_err(|e| Error::io("making the temporary directory", e))?;
+                Ok(Target {
+                    dir: temporary.path().to_path_buf(),
+                    kept: false,
+                    _temporary: Some(temporary),
+                })
             }
-        }
-    }
-}
-
-impl Drop for Target {
-    fn drop(&mut self) {
-        if !self.kept
-            && let Err(error) = fs::remove_dir_all(&self.dir)
-        {
-            eprintln!("stress: could not remove {}: {error}", self.dir.display());
         }
     }
 }
