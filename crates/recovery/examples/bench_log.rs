@@ -114,7 +114,7 @@ struct Args {
 
 const USAGE: &str = "usage: bench_log [--dir PATH] [--quick]\n\
     \x20 --dir PATH  create the benchmark's scratch directory inside PATH (default: the temp dir)\n\
-    \x20 --quick     smaller files and shorter loops (about 40 s instead of 90 s)";
+    \x20 --quick     smaller files and shorter loops (a smoke run)";
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {

@@ -145,7 +145,7 @@ pub fn run_loop(
         workload: "log",
         settings: settings(cli, n_kills, seed),
         dir: target.dir.display().to_string(),
-        dir_kept: target.kept,
+        dir_kept: target.kept(),
         ..CrashLoopReport::default()
     };
     out.say(&format!(
@@ -265,7 +265,7 @@ fn run_pages_loop(
         workload: "pages",
         settings: settings(cli, n_kills, seed),
         dir: target.dir.display().to_string(),
-        dir_kept: target.kept,
+        dir_kept: target.kept(),
         messages_in_log: start.n_checked,
         ..CrashLoopReport::default()
     };

@@ -116,7 +116,7 @@ pub fn run(
         workload: "log",
         settings,
         dir: target.dir.display().to_string(),
-        dir_kept: target.kept,
+        dir_kept: target.kept(),
         opened: existing.report,
         opened_page_cache: None,
         elapsed_secs,

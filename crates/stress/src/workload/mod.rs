@@ -55,13 +55,16 @@ impl Out {
 pub struct Target {
     /// The log directory.
     pub dir: PathBuf,
-    /// Whether it is the user's (`--dir`, kept) rather than a temporary one.
-    pub kept: bool,
-    /// The temporary directory, removed when dropped; `None` when `kept`.
-    _temporary: Option<ScratchDir>,
+    /// The temporary directory, removed when dropped; `None` for the user's `--dir`.
+    temporary: Option<ScratchDir>,
 }
 
 impl Target {
+    /// Whether it is the user's (`--dir`, kept) rather than a temporary one.
+    pub fn kept(&self) -> bool {
+        self.temporary.is_none()
+    }
+
     /// `--dir` (created if missing) or a fresh directory under the system's temp dir.
     pub fn prepare(dir: Option<&Path>) -> Result<Target, Error> {
         match dir {
@@ -70,8 +73,7 @@ impl Target {
                     .map_err(|e| Error::io(format!("creating directory {}", dir.display()), e))?;
                 Ok(Target {
                     dir: dir.to_path_buf(),
-                    kept: true,
-                    _temporary: None,
+                    temporary: None,
                 })
             }
             None => {
@@ -80,8 +82,7 @@ impl Target {
                     .map_err(|e| Error::io("making the temporary directory", e))?;
                 Ok(Target {
                     dir: temporary.path().to_path_buf(),
-                    kept: false,
-                    _temporary: Some(temporary),
+                    temporary: Some(temporary),
                 })
             }
         }

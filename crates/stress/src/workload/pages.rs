@@ -1020,7 +1020,7 @@ pub fn run(
         workload: "pages",
         settings,
         dir: target.dir.display().to_string(),
-        dir_kept: target.kept,
+        dir_kept: target.kept(),
         opened: opened.log.clone(),
         opened_page_cache: Some(PageCacheOpen::new(&opened)),
         elapsed_secs: run_secs,

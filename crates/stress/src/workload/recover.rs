@@ -92,7 +92,7 @@ pub fn run(
         workload: "recover",
         settings,
         dir: target.dir.display().to_string(),
-        dir_kept: target.kept,
+        dir_kept: target.kept(),
         opened: existing.report,
         opened_page_cache: None,
         elapsed_secs,
