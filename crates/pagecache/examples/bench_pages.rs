@@ -2,11 +2,15 @@
 //! figures of the original `pagecache` 0.17.
 //!
 //! Run with
-//! `cargo run --release -p pagecache --example bench_pages -- [--dir PATH] [--quick]`.
+//! `cargo run --release -p pagecache --example bench_pages -- [--dir PATH] [--quick]
+//! [--original PATH]`.
 //!
 //! The machines this project runs on are shared and noisy, so each figure is printed next to
 //! a ceiling measured a few seconds earlier on the same directory, or next to the original's
-//! figure (measured on a machine of the same kind, not in this run), with its target.
+//! figure (measured on a machine of the same kind, not in this run), with its target. With
+//! `--original PATH`, B is also compared with the original measured in this run: PATH is the
+//! program built from `baselines/pagecache-0.17` (the original `pagecache` 0.17 under B's
+//! workload), run just before each of our B runs, for as long.
 //!
 //! * C1: 4 KiB `write_all_at` + `sync_data` (fdatasync) on a preallocated 1 MiB region.
 //! * C3: one thread incrementing one `AtomicU64` with `compare_exchange`.
@@ -15,7 +19,8 @@
 //!   everything and the default background flush. Reads are `get_pinned`, in place under a
 //!   pin, as a tree traversal reads (the original's `get` also returned references), and
 //!   look at the value's first byte. Compared with the original's 447 k ops/s
-//!   (1 thread) and 829 k ops/s (2 threads).
+//!   (1 thread) and 829 k ops/s (2 threads), and with `--original`, with the original run
+//!   under the same workload a few seconds earlier.
 //! * P: `get` of paged-out pages: 100 000 pages written with a tiny cache budget, closed, the
 //!   OS page cache dropped, reopened, then random gets. Compared with random 4 KiB `pread`s
 //!   on the same data file, in rounds that time both back to back: cold rounds (the OS page
@@ -42,7 +47,7 @@ use std::fs::{self, File};
 use std::hint::black_box;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
+use std::process::{Command, ExitCode};
 use std::sync::Barrier;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
@@ -150,12 +155,14 @@ impl Rng {
         self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
 
+    /// A fragment of random bytes, in one allocation of its exact length. (Filled eight bytes
+    /// at a time into a `Vec` of capacity 100, it grew on the last word: a `realloc` per
+    /// fragment, 6 % of B1's samples spent building the workload's input.)
     fn fragment(&mut self) -> Vec<u8> {
-        let mut bytes = Vec::with_capacity(FRAGMENT_LEN_BYTES);
-        while bytes.len() < FRAGMENT_LEN_BYTES {
-            bytes.extend_from_slice(&self.next().to_le_bytes());
+        let mut bytes = vec![0; FRAGMENT_LEN_BYTES];
+        for chunk in bytes.chunks_mut(8) {
+            chunk.copy_from_slice(&self.next().to_le_bytes()[..chunk.len()]);
         }
-        bytes.truncate(FRAGMENT_LEN_BYTES);
         bytes
     }
 }
@@ -163,6 +170,8 @@ impl Rng {
 struct Args {
     dir: Option<PathBuf>,
     quick: bool,
+    /// The baseline program of `baselines/pagecache-0.17`, to run next to B.
+    original: Option<PathBuf>,
     /// Which steps to run (letters of `b`, `p`, `r`); all when `None`.
     only: Option<String>,
 }
@@ -173,15 +182,18 @@ impl Args {
     }
 }
 
-const USAGE: &str = "usage: bench_pages [--dir PATH] [--quick] [--only STEPS]\n\
-    \x20 --dir PATH    create the benchmark's scratch directory inside PATH (default: the temp dir)\n\
-    \x20 --quick       fewer operations and shorter loops (a smoke run)\n\
-    \x20 --only STEPS  run only these steps, any of b (B1/B2), p (P), r (R and S); e.g. `--only b`";
+const USAGE: &str = "usage: bench_pages [--dir PATH] [--quick] [--only STEPS] [--original PATH]\n\
+    \x20 --dir PATH       create the benchmark's scratch directory inside PATH (default: the temp dir)\n\
+    \x20 --quick          fewer operations and shorter loops (a smoke run)\n\
+    \x20 --only STEPS     run only these steps, any of b (B1/B2), p (P), r (R and S); e.g. `--only b`\n\
+    \x20 --original PATH  also run the original pagecache 0.17 under B's workload, for a ratio\n\
+    \x20                  measured in this run (PATH: the program `baselines/pagecache-0.17` builds)";
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         dir: None,
         quick: false,
+        original: None,
         only: None,
     };
     let mut argv = std::env::args().skip(1);
@@ -196,6 +208,12 @@ fn parse_args() -> Result<Args, String> {
                 args.only = Some(steps);
             }
             "--dir" => args.dir = Some(PathBuf::from(argv.next().ok_or("--dir needs a path")?)),
+            "--original" => {
+                let path = argv
+                    .next()
+                    .ok_or("--original needs the baseline program's path")?;
+                args.original = Some(PathBuf::from(path));
+            }
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -243,7 +261,7 @@ fn run(args: &Args) -> BenchResult<()> {
     println!();
 
     if args.runs('b') {
-        step_mixed(&plan, &scratch, &mut rows)?;
+        step_mixed(&plan, &scratch, args.original.as_deref(), &mut rows)?;
     }
     let mut paged_note = None;
     if args.runs('p') {
@@ -260,13 +278,34 @@ fn run(args: &Args) -> BenchResult<()> {
     Ok(())
 }
 
-/// (b) B1 and B2: mixed link/get on resident pages.
-fn step_mixed(plan: &Plan, scratch: &ScratchDir, rows: &mut Vec<Row>) -> BenchResult<()> {
-    let mut mixed = Vec::new();
-    for (n_threads, original, figure) in [
+/// (b) B1 and B2: mixed link/get on resident pages; with `original`, each run just after the
+/// original's run of the same workload.
+fn step_mixed(
+    plan: &Plan,
+    scratch: &ScratchDir,
+    original: Option<&Path>,
+    rows: &mut Vec<Row>,
+) -> BenchResult<()> {
+    let mut ours = Vec::new();
+    let mut theirs = Vec::new();
+    for (n_threads, published, figure) in [
         (1, ORIGINAL_MIXED_1T_PER_S, "B1 50% link/50% get, 1 thread"),
         (2, ORIGINAL_MIXED_2T_PER_S, "B2 50% link/50% get, 2 threads"),
     ] {
+        let original = match original {
+            Some(program) => {
+                let measured =
+                    original_mixed(program, scratch.path(), n_threads, plan.mixed_duration)?;
+                println!(
+                    "B{n_threads}  the original pagecache 0.17: {} ops in {:.2?} = {}",
+                    measured.n_ops,
+                    measured.elapsed,
+                    fmt_rate(measured.per_second())
+                );
+                Some(measured)
+            }
+            None => None,
+        };
         let measured = mixed_workload(
             &scratch.sub(&format!("b{n_threads}")),
             n_threads,
@@ -275,20 +314,88 @@ fn step_mixed(plan: &Plan, scratch: &ScratchDir, rows: &mut Vec<Row>) -> BenchRe
         rows.push(Row::compared(
             figure,
             fmt_rate(measured.per_second()),
-            format!("0.17 {}", fmt_rate(original)),
-            measured.per_second() / original,
+            format!("0.17 {}", fmt_rate(published)),
+            measured.per_second() / published,
             Some(Target::AtLeast(TARGET_MIXED_VS_ORIGINAL)),
         ));
-        mixed.push(measured);
+        if let Some(original) = original {
+            rows.push(Row::compared(
+                format!("B{n_threads} same, against 0.17 in this run"),
+                fmt_rate(measured.per_second()),
+                format!("0.17 {}", fmt_rate(original.per_second())),
+                measured.per_second() / original.per_second(),
+                Some(Target::AtLeast(TARGET_MIXED_VS_ORIGINAL)),
+            ));
+            theirs.push(original);
+        }
+        ours.push(measured);
     }
-    println!(
-        "B2/B1 scaling: {:.2}x with 2 threads (the original: {:.2}x)",
-        mixed[1].per_second() / mixed[0].per_second(),
-        ORIGINAL_MIXED_2T_PER_S / ORIGINAL_MIXED_1T_PER_S
-    );
+    let scaling = |pair: &[Measured]| pair[1].per_second() / pair[0].per_second();
+    match theirs.len() {
+        2 => println!(
+            "B2/B1 scaling: {:.2}x with 2 threads (the original: {:.2}x in its figures, {:.2}x \
+             in this run)",
+            scaling(&ours),
+            ORIGINAL_MIXED_2T_PER_S / ORIGINAL_MIXED_1T_PER_S,
+            scaling(&theirs)
+        ),
+        _ => println!(
+            "B2/B1 scaling: {:.2}x with 2 threads (the original: {:.2}x)",
+            scaling(&ours),
+            ORIGINAL_MIXED_2T_PER_S / ORIGINAL_MIXED_1T_PER_S
+        ),
+    }
     println!();
 
     Ok(())
+}
+
+/// Runs `program` (built from `baselines/pagecache-0.17`: the original `pagecache` 0.17 under
+/// B's workload) on `n_threads` threads for `duration`, in a directory it makes inside `dir`.
+fn original_mixed(
+    program: &Path,
+    dir: &Path,
+    n_threads: u64,
+    duration: Duration,
+) -> BenchResult<Measured> {
+    let output = Command::new(program)
+        .arg("--threads")
+        .arg(n_threads.to_string())
+        .arg("--millis")
+        .arg(duration.as_millis().to_string())
+        .arg("--dir")
+        .arg(dir)
+        .output()
+        .map_err(|error| format!("running the original ({}): {error}", program.display()))?;
+    if !output.status.success() {
+        return Err(format!(
+            "the original ({}) failed ({}): {}",
+            program.display(),
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        )
+        .into());
+    }
+    let text = String::from_utf8_lossy(&output.stdout);
+    parse_original_output(&text).ok_or_else(|| {
+        format!(
+            "the original ({}) printed {text:?}, not `ops N elapsed_ns E`",
+            program.display()
+        )
+        .into()
+    })
+}
+
+/// Reads the baseline program's one line, `ops N elapsed_ns E`.
+fn parse_original_output(text: &str) -> Option<Measured> {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let ["ops", n_ops, "elapsed_ns", elapsed_ns] = words[..] else {
+        return None;
+    };
+    Some(Measured {
+        n_ops: n_ops.parse().ok()?,
+        elapsed: Duration::from_nanos(elapsed_ns.parse().ok()?),
+    })
 }
 
 /// (c) P: gets of paged-out pages against random 4 KiB preads. Returns why the OS page cache
@@ -476,7 +583,8 @@ fn read_in_place(cache: &PageCache<Xor>, pid: PageId) -> BenchResult<()> {
     let page = cache
         .get_pinned(pid, &pinned)?
         .ok_or_else(|| format!("page {pid:?} is missing"))?;
-    black_box(page.value.first());
+    // `copied`: a reference to the byte would be a pointer, never loaded; the byte itself is.
+    black_box(page.value.first().copied());
     Ok(())
 }
 
