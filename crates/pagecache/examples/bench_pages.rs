@@ -10,7 +10,8 @@
 //! figure (measured on a machine of the same kind, not in this run), with its target. With
 //! `--original PATH`, B is also compared with the original measured in this run: PATH is the
 //! program built from `baselines/pagecache-0.17` (the original `pagecache` 0.17 under B's
-//! workload), run just before each of our B runs, for as long.
+//! workload), and B then runs in three rounds per thread count, each running the original
+//! and ours back to back for as long; the figures are the rounds' medians.
 //!
 //! * C1: 4 KiB `write_all_at` + `sync_data` (fdatasync) on a preallocated 1 MiB region.
 //! * C3: one thread incrementing one `AtomicU64` with `compare_exchange`.
@@ -278,22 +279,36 @@ fn run(args: &Args) -> BenchResult<()> {
     Ok(())
 }
 
-/// (b) B1 and B2: mixed link/get on resident pages; with `original`, each run just after the
-/// original's run of the same workload.
+/// Rounds of B per thread count with `--original`: each round runs the original and ours back
+/// to back (alternating which goes first), and the figures are the medians, so a burst of
+/// load from another tenant skews one round, not the ratio.
+const MIXED_ROUNDS_WITH_ORIGINAL: usize = 3;
+
+/// (b) B1 and B2: mixed link/get on resident pages; with `original`, in rounds that each also
+/// run the original under the same workload.
 fn step_mixed(
     plan: &Plan,
     scratch: &ScratchDir,
     original: Option<&Path>,
     rows: &mut Vec<Row>,
 ) -> BenchResult<()> {
+    // Per thread count: our median rate, and the original's median rate and median ratio.
     let mut ours = Vec::new();
     let mut theirs = Vec::new();
     for (n_threads, published, figure) in [
         (1, ORIGINAL_MIXED_1T_PER_S, "B1 50% link/50% get, 1 thread"),
         (2, ORIGINAL_MIXED_2T_PER_S, "B2 50% link/50% get, 2 threads"),
     ] {
-        let original = match original {
-            Some(program) => {
+        let n_rounds = if original.is_some() {
+            MIXED_ROUNDS_WITH_ORIGINAL
+        } else {
+            1
+        };
+        let (mut our_rates, mut their_rates, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        for round in 0..n_rounds {
+            let dir = scratch.sub(&format!("b{n_threads}-{round}"));
+            let run_ours = || mixed_workload(&dir, n_threads, plan.mixed_duration);
+            let run_theirs = |program| {
                 let measured =
                     original_mixed(program, scratch.path(), n_threads, plan.mixed_duration)?;
                 println!(
@@ -302,35 +317,54 @@ fn step_mixed(
                     measured.elapsed,
                     fmt_rate(measured.per_second())
                 );
-                Some(measured)
+                BenchResult::Ok(measured)
+            };
+            let (measured, original) = match original {
+                None => (run_ours()?, None),
+                Some(program) if round % 2 == 0 => {
+                    let theirs = run_theirs(program)?;
+                    (run_ours()?, Some(theirs))
+                }
+                Some(program) => {
+                    let measured = run_ours()?;
+                    (measured, Some(run_theirs(program)?))
+                }
+            };
+            our_rates.push(measured.per_second());
+            if let Some(original) = original {
+                their_rates.push(original.per_second());
+                ratios.push(measured.per_second() / original.per_second());
             }
-            None => None,
-        };
-        let measured = mixed_workload(
-            &scratch.sub(&format!("b{n_threads}")),
-            n_threads,
-            plan.mixed_duration,
-        )?;
+        }
+        let rate = median(&mut our_rates);
         rows.push(Row::compared(
             figure,
-            fmt_rate(measured.per_second()),
+            fmt_rate(rate),
             format!("0.17 {}", fmt_rate(published)),
-            measured.per_second() / published,
+            rate / published,
             Some(Target::AtLeast(TARGET_MIXED_VS_ORIGINAL)),
         ));
-        if let Some(original) = original {
+        if !ratios.is_empty() {
+            let their_rate = median(&mut their_rates);
+            let ratio = median(&mut ratios);
+            println!(
+                "B{n_threads}  medians of {n_rounds} rounds: ours {}, the original {}, ratio \
+                 {ratio:.2}x",
+                fmt_rate(rate),
+                fmt_rate(their_rate)
+            );
             rows.push(Row::compared(
                 format!("B{n_threads} same, against 0.17 in this run"),
-                fmt_rate(measured.per_second()),
-                format!("0.17 {}", fmt_rate(original.per_second())),
-                measured.per_second() / original.per_second(),
+                fmt_rate(rate),
+                format!("0.17 (run) {}", fmt_rate(their_rate)),
+                ratio,
                 Some(Target::AtLeast(TARGET_MIXED_VS_ORIGINAL)),
             ));
-            theirs.push(original);
+            theirs.push(their_rate);
         }
-        ours.push(measured);
+        ours.push(rate);
     }
-    let scaling = |pair: &[Measured]| pair[1].per_second() / pair[0].per_second();
+    let scaling = |rates: &[f64]| rates[1] / rates[0];
     match theirs.len() {
         2 => println!(
             "B2/B1 scaling: {:.2}x with 2 threads (the original: {:.2}x in its figures, {:.2}x \
