@@ -62,7 +62,9 @@ impl Materializer for Xor {
     }
 }
 
-/// xorshift64*, one per thread, as in `bench_pages`.
+/// xorshift64*, one per thread: a copy of `bench_pages`' generator, seeds included, so both
+/// programs run the same sequence of operations (this one is outside the workspace and
+/// cannot share the code).
 struct Rng(u64);
 
 impl Rng {
