@@ -245,7 +245,8 @@ pub fn check_dependency_direction(
                     message: format!(
                         "workspace package `{name}` is not in the layer table: add it to \
                          LAYERS in xtask/src/tidy.rs, as a library with the packages it may \
-                         use, or as a tool"
+                         use, as a tool, or as support (used by libraries only as a \
+                         dev-dependency)"
                     ),
                 });
                 continue;

@@ -1,5 +1,6 @@
 //! The original `pagecache` 0.17 under the workload of `bench_pages`' B1/B2, so that B can be
-//! compared with the original measured in the same run, on the same machine, minutes apart.
+//! compared with the original measured in the same run, on the same machine: in the same
+//! rounds as ours, back to back.
 //!
 //! The machines this project runs on are shared and noisy: the same binary runs 20 to 40 %
 //! slower from one hour to the next. The original's figures in `targets.md` were measured once,
@@ -35,6 +36,8 @@ use std::time::{Duration, Instant};
 use pagecache::{Config, ConfigBuilder, Materializer, PageCache, PageGet, PageId, Tx};
 
 const N_PAGES: u64 = 100_000;
+/// The most threads `--threads` takes (a thread the OS refuses would panic the spawn).
+const MAX_THREADS: u64 = 1024;
 const FRAGMENT_LEN_BYTES: usize = 100;
 
 /// A page's value is the XOR of its fragments.
@@ -117,8 +120,8 @@ fn parse_args() -> Result<Args, String> {
         }
     }
     let n_threads = n_threads
-        .filter(|&n| n > 0)
-        .ok_or("--threads N (N > 0) is required")?;
+        .filter(|n| (1..=MAX_THREADS).contains(n))
+        .ok_or(format!("--threads N (1 to {MAX_THREADS}) is required"))?;
     let millis = millis.ok_or("--millis is required")?;
     let dir = dir.ok_or("--dir is required")?;
     Ok(Args {

@@ -50,7 +50,7 @@ pub use ceilings::{ceiling_cas, ceiling_sequential_write, ceiling_sync_writes};
 pub use os_cache::{DropCaches, drop_os_page_cache};
 pub use program::{main_with, setup_line};
 pub use scratch::ScratchDir;
-pub use table::{Row, Target, fmt_rate, print_table, table_text};
+pub use table::{Row, Target, fmt_rate, print_table};
 pub use timing::{Measured, Written};
 
 /// Any error a benchmark step ends with: an IO error, an engine error, or a message.

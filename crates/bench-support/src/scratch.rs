@@ -3,6 +3,7 @@
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// A new directory for one run of a program, removed with everything in it when dropped, so a
@@ -16,15 +17,19 @@ pub struct ScratchDir {
 }
 
 impl ScratchDir {
-    /// Creates `{program}-{pid}-{nanos}` inside `parent`, creating `parent` first if it is
-    /// missing. The directory itself must be new (`create_dir`, not `create_dir_all`), so what
-    /// is removed on drop is never data someone else owns. An error names the path.
+    /// Creates `{program}-{pid}-{nanos}-{n}` inside `parent` (`n` counts the directories
+    /// this process created, so two created in the same nanosecond differ), creating `parent`
+    /// first if it is missing. The directory itself must be new (`create_dir`, not
+    /// `create_dir_all`), so what is removed on drop is never data someone else owns. An
+    /// error names the path.
     pub fn create(parent: &Path, program: &str) -> io::Result<ScratchDir> {
+        static N_CREATED: AtomicU64 = AtomicU64::new(0);
+        let n = N_CREATED.fetch_add(1, Ordering::Relaxed);
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
             .unwrap_or(0);
-        let path = parent.join(format!("{program}-{}-{nanos}", std::process::id()));
+        let path = parent.join(format!("{program}-{}-{nanos}-{n}", std::process::id()));
         fs::create_dir_all(parent).map_err(|e| with_path("creating", parent, e))?;
         fs::create_dir(&path).map_err(|e| with_path("creating", &path, e))?;
         Ok(ScratchDir {

@@ -77,7 +77,7 @@ impl Row {
 
 /// The rows as a table: a header line, a rule, and one line per row, each ending in a
 /// newline; every column is as wide as its widest cell.
-pub fn table_text(rows: &[Row]) -> String {
+pub(crate) fn table_text(rows: &[Row]) -> String {
     let figure_w = rows
         .iter()
         .map(|r| r.figure.len())
@@ -121,7 +121,8 @@ pub fn table_text(rows: &[Row]) -> String {
     out
 }
 
-/// Prints [`table_text`] on stdout.
+/// Prints the rows on stdout as a table: a header line, a rule, and one line per row, every
+/// column as wide as its widest cell.
 pub fn print_table(rows: &[Row]) {
     print!("{}", table_text(rows));
 }

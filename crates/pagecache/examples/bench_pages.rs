@@ -21,7 +21,7 @@
 //!   pin, as a tree traversal reads (the original's `get` also returned references), and
 //!   look at the value's first byte. Compared with the original's 447 k ops/s
 //!   (1 thread) and 829 k ops/s (2 threads), and with `--original`, with the original run
-//!   under the same workload a few seconds earlier.
+//!   under the same workload in the same rounds, back to back with ours.
 //! * P: `get` of paged-out pages: 100 000 pages written with a tiny cache budget, closed, the
 //!   OS page cache dropped, reopened, then random gets. Compared with random 4 KiB `pread`s
 //!   on the same data file, in rounds that time both back to back: cold rounds (the OS page
@@ -292,22 +292,21 @@ fn step_mixed(
     original: Option<&Path>,
     rows: &mut Vec<Row>,
 ) -> BenchResult<()> {
-    // Per thread count: our median rate, and the original's median rate and median ratio.
+    let n_rounds = if original.is_some() {
+        MIXED_ROUNDS_WITH_ORIGINAL
+    } else {
+        1
+    };
+    // Per thread count: our median rate, and the original's.
     let mut ours = Vec::new();
     let mut theirs = Vec::new();
     for (n_threads, published, figure) in [
         (1, ORIGINAL_MIXED_1T_PER_S, "B1 50% link/50% get, 1 thread"),
         (2, ORIGINAL_MIXED_2T_PER_S, "B2 50% link/50% get, 2 threads"),
     ] {
-        let n_rounds = if original.is_some() {
-            MIXED_ROUNDS_WITH_ORIGINAL
-        } else {
-            1
-        };
         let (mut our_rates, mut their_rates, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
         for round in 0..n_rounds {
             let dir = scratch.sub(&format!("b{n_threads}-{round}"));
-            let run_ours = || mixed_workload(&dir, n_threads, plan.mixed_duration);
             let run_theirs = |program| {
                 let measured =
                     original_mixed(program, scratch.path(), n_threads, plan.mixed_duration)?;
@@ -319,19 +318,18 @@ fn step_mixed(
                 );
                 BenchResult::Ok(measured)
             };
-            let (measured, original) = match original {
-                None => (run_ours()?, None),
-                Some(program) if round % 2 == 0 => {
-                    let theirs = run_theirs(program)?;
-                    (run_ours()?, Some(theirs))
-                }
-                Some(program) => {
-                    let measured = run_ours()?;
-                    (measured, Some(run_theirs(program)?))
-                }
-            };
+            // Alternate which side goes first, so neither always runs on the other's heels.
+            let theirs_first = round % 2 == 0;
+            let mut original_run = None;
+            if theirs_first {
+                original_run = original.map(run_theirs).transpose()?;
+            }
+            let measured = mixed_workload(&dir, n_threads, plan.mixed_duration)?;
+            if !theirs_first {
+                original_run = original.map(run_theirs).transpose()?;
+            }
             our_rates.push(measured.per_second());
-            if let Some(original) = original {
+            if let Some(original) = original_run {
                 their_rates.push(original.per_second());
                 ratios.push(measured.per_second() / original.per_second());
             }
@@ -365,15 +363,15 @@ fn step_mixed(
         ours.push(rate);
     }
     let scaling = |rates: &[f64]| rates[1] / rates[0];
-    match theirs.len() {
-        2 => println!(
+    match original {
+        Some(_) => println!(
             "B2/B1 scaling: {:.2}x with 2 threads (the original: {:.2}x in its figures, {:.2}x \
              in this run)",
             scaling(&ours),
             ORIGINAL_MIXED_2T_PER_S / ORIGINAL_MIXED_1T_PER_S,
             scaling(&theirs)
         ),
-        _ => println!(
+        None => println!(
             "B2/B1 scaling: {:.2}x with 2 threads (the original: {:.2}x)",
             scaling(&ours),
             ORIGINAL_MIXED_2T_PER_S / ORIGINAL_MIXED_1T_PER_S
@@ -462,7 +460,7 @@ fn step_paged_out(
     }
     println!();
 
-    Ok((!paged.caches_dropped).then_some(paged.drop_note))
+    Ok((!paged.drop_failures.is_empty()).then(|| paged.drop_failures.join("; ")))
 }
 
 /// (d) and (e) R and S: reopen after many updates, space amplification.
@@ -729,8 +727,9 @@ struct PagedOut {
     gets: [Measured; 2],
     preads: [Measured; 2],
     ratios: [f64; 2],
-    caches_dropped: bool,
-    drop_note: String,
+    /// Why the OS page cache could not be dropped, each reason once; empty when every drop
+    /// succeeded.
+    drop_failures: Vec<String>,
 }
 
 /// The median of a few ratios.
@@ -758,10 +757,8 @@ fn paged_out_gets(dir: &Path, n_ops: u64) -> BenchResult<PagedOut> {
         started.elapsed()
     );
     cache.close()?;
-    let (mut caches_dropped, mut drop_note) = match drop_os_page_cache(DropCaches::PageCache) {
-        Ok(()) => (true, String::new()),
-        Err(why) => (false, why),
-    };
+    let mut drop_failures = Vec::new();
+    drop_page_cache_noting(&mut drop_failures);
     let started = Instant::now();
     let (cache, report) = PageCache::open_dir(dir, config, Xor)?;
     let data_path = dir.join(iobuf::DATA_FILE_NAME);
@@ -828,16 +825,7 @@ fn paged_out_gets(dir: &Path, n_ops: u64) -> BenchResult<PagedOut> {
             for side in [round % 2, 1 - round % 2] {
                 if phase_idx == 0 {
                     // Opening (or the other side) read the file: start each side cold.
-                    if let Err(why) = drop_os_page_cache(DropCaches::PageCache) {
-                        caches_dropped = false;
-                        // Each reason once: without root, every drop fails the same way.
-                        if !drop_note.contains(&why) {
-                            if !drop_note.is_empty() {
-                                drop_note.push_str("; ");
-                            }
-                            drop_note.push_str(&why);
-                        }
-                    }
+                    drop_page_cache_noting(&mut drop_failures);
                 }
                 let n = if phase_idx == 0 {
                     n_cold_ops
@@ -875,9 +863,18 @@ fn paged_out_gets(dir: &Path, n_ops: u64) -> BenchResult<PagedOut> {
         gets: totals[0],
         preads: totals[1],
         ratios: [median(cold_ratios), median(warm_ratios)],
-        caches_dropped,
-        drop_note,
+        drop_failures,
     })
+}
+
+/// Drops the OS page cache; when it cannot, adds the reason to `failures` unless it is there
+/// already (without root, every drop fails the same way).
+fn drop_page_cache_noting(failures: &mut Vec<String>) {
+    if let Err(why) = drop_os_page_cache(DropCaches::PageCache)
+        && !failures.contains(&why)
+    {
+        failures.push(why);
+    }
 }
 
 struct Updated {

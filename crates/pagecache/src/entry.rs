@@ -28,11 +28,12 @@
 use std::any::Any;
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use crossbeam_epoch::{Guard, Owned, Shared};
 use iobuf::Lsn;
 
+use crate::cache::lock;
 use crate::location::PackedLocation;
 
 /// A page's version: what [`crate::PageCache::link`], [`crate::PageCache::replace`] and
@@ -385,7 +386,7 @@ impl SharedSpares {
     fn give(&self, local: &mut Vec<Spare>) {
         let batch_start = local.len().saturating_sub(SPARE_BATCH_LEN);
         {
-            let mut spares = self.spares.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut spares = lock(&self.spares);
             let n_kept =
                 (MAX_SHARED_SPARES.saturating_sub(spares.len())).min(local.len() - batch_start);
             spares.extend(local.drain(local.len() - n_kept..));
@@ -396,7 +397,7 @@ impl SharedSpares {
 
     /// Moves up to [`SPARE_BATCH_LEN`] spares from the pool to `local`.
     fn take(&self, local: &mut Vec<Spare>) {
-        let mut spares = self.spares.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut spares = lock(&self.spares);
         let batch_start = spares.len().saturating_sub(SPARE_BATCH_LEN);
         local.extend(spares.drain(batch_start..));
     }

@@ -534,18 +534,27 @@ mod tests {
     #[test]
     fn a_snapshot_location_that_cannot_be_packed_is_corruption_of_that_snapshot() {
         type Spoil = fn(&mut Location);
-        let cases: [(&str, Spoil); 4] = [
-            ("too long", |location| {
+        // Each case: its name, what the error's reason must say, and how it spoils.
+        let cases: [(&str, &str, Spoil); 4] = [
+            ("too long", "longer than", |location| {
                 location.len_bytes = MAX_RECORD_LEN_BYTES + 1;
             }),
-            ("offset disagrees", |location| location.file_offset += 1),
-            ("lsn at the limit", |location| location.lsn = Lsn(u64::MAX)),
-            ("segment beyond the limit", |location| {
-                // Segment 2^32 of 64 KiB segments, at the same offset within it.
-                location.file_offset += (1u64 << 32) * (64 << 10);
+            ("offset disagrees", "does not agree", |location| {
+                location.file_offset += 1;
             }),
+            ("lsn at the limit", "u64::MAX", |location| {
+                location.lsn = Lsn(u64::MAX);
+            }),
+            (
+                "segment beyond the limit",
+                "beyond the 2^32 segments",
+                |location| {
+                    // Segment 2^32 of 64 KiB segments, at the same offset within it.
+                    location.file_offset += (1u64 << 32) * (64 << 10);
+                },
+            ),
         ];
-        for (name, spoil) in cases {
+        for (name, expected, spoil) in cases {
             let storage = Arc::new(SimStorage::new());
             let (replay_from, mut location) = store_with_a_snapshot(&storage);
             spoil(&mut location);
@@ -570,12 +579,6 @@ mod tests {
                 "{name}: {reason} does not name {}",
                 written.file_name
             );
-            let expected = match name {
-                "too long" => "longer than",
-                "offset disagrees" => "does not agree",
-                "lsn at the limit" => "u64::MAX",
-                _ => "beyond the 2^32 segments",
-            };
             assert!(reason.contains(expected), "{name}: {reason}");
         }
     }

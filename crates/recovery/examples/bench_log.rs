@@ -339,7 +339,11 @@ fn run(args: &Args) -> BenchResult<()> {
     // W6: recovery scan.
     let w6 = recovery_scan(&scratch.sub("w6"), plan.w6_log_bytes)?;
     let w6_mb_per_s = w6.bytes_scanned as f64 / w6.open_elapsed.as_secs_f64() / BYTES_PER_MB;
-    let cache_note = if w6.caches_dropped { "cold" } else { "warm" };
+    let cache_note = if w6.drop_failure.is_none() {
+        "cold"
+    } else {
+        "warm"
+    };
     rows.push(Row::compared(
         format!("W6 recovery scan ({cache_note} cache)"),
         fmt_mb_per_s(w6_mb_per_s),
@@ -378,11 +382,10 @@ fn run(args: &Args) -> BenchResult<()> {
             "no"
         }
     );
-    if !w6.caches_dropped {
+    if let Some(why) = &w6.drop_failure {
         println!(
-            "W6 ran on a warm OS page cache (dropping it failed: {}), so it measures the scan's \
-             CPU cost, not the device.",
-            w6.drop_note
+            "W6 ran on a warm OS page cache (dropping it failed: {why}), so it measures the \
+             scan's CPU cost, not the device."
         );
     }
     Ok(())
@@ -588,8 +591,8 @@ fn large_appends(dir: &Path, duration: Duration) -> BenchResult<Measured> {
 struct ScanResult {
     bytes_scanned: u64,
     open_elapsed: Duration,
-    caches_dropped: bool,
-    drop_note: String,
+    /// Why the OS page cache could not be dropped before the scan, if it could not.
+    drop_failure: Option<String>,
 }
 
 /// W6: builds a log of at least `log_bytes` of 1000-byte messages, closes it, drops the OS page
@@ -617,18 +620,14 @@ fn recovery_scan(dir: &Path, log_bytes: u64) -> BenchResult<ScanResult> {
         ),
     );
 
-    let (caches_dropped, drop_note) =
-        match drop_os_page_cache(DropCaches::PageCacheDentriesAndInodes) {
-            Ok(()) => (true, String::new()),
-            Err(why) => (false, why),
-        };
+    let drop_failure = drop_os_page_cache(DropCaches::PageCacheDentriesAndInodes).err();
     println!(
         "    dropping the OS page cache: {}",
-        if caches_dropped {
-            "done (sync, then the write of 3 to /proc/sys/vm/drop_caches was accepted): the scan reads from the device"
-                .to_string()
-        } else {
-            format!("not possible ({drop_note}): the scan reads from the page cache")
+        match &drop_failure {
+            None => "done (sync, then the write of 3 to /proc/sys/vm/drop_caches was accepted): \
+                     the scan reads from the device"
+                .to_string(),
+            Some(why) => format!("not possible ({why}): the scan reads from the page cache"),
         }
     );
 
@@ -656,7 +655,6 @@ fn recovery_scan(dir: &Path, log_bytes: u64) -> BenchResult<ScanResult> {
     Ok(ScanResult {
         bytes_scanned: report.bytes_scanned,
         open_elapsed,
-        caches_dropped,
-        drop_note,
+        drop_failure,
     })
 }
