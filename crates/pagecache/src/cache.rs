@@ -12,6 +12,7 @@ use iobuf::{Geometry, Log, LogMetrics, Lsn, PageId, Reservation};
 use recovery::SnapshotStore;
 
 use crate::bases::BaseIndex;
+use crate::cleaner_thread::{BackgroundCleaner, LEAD_STEPS, Pass};
 use crate::config::Config;
 use crate::entry::{
     Chain, Charged, Entry, PageState, Resident, Version, entry_ref, new_owned, park, retire,
@@ -224,7 +225,7 @@ pub(crate) struct MetaState {
     pub(crate) frame_len_bytes: u64,
 }
 
-/// Everything the page cache and its background thread share.
+/// Everything the page cache and its background threads share.
 pub(crate) struct Inner<M: Materializer> {
     pub(crate) config: Config,
     pub(crate) materializer: M,
@@ -268,10 +269,13 @@ pub(crate) struct Inner<M: Materializer> {
     pub(crate) snapshot_state: Mutex<Lsn>,
     pub(crate) metrics: Metrics,
     pub(crate) closed: AtomicBool,
-    /// Set to stop the background thread; the condvar wakes it.
+    /// Set to stop the snapshot thread; the condvar wakes it (the cleaner thread has its own).
     pub(crate) shutdown: (Mutex<bool>, Condvar),
-    /// The last error of the background snapshot thread.
+    /// The last error of a background thread (snapshots or cleaning) or of a write's share
+    /// of cleaning.
     pub(crate) background_error: Mutex<Option<Error>>,
+    /// How writes hand cleaning to the background cleaner (`cleaner_thread.rs`).
+    pub(crate) background_cleaner: BackgroundCleaner,
 }
 
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -286,7 +290,10 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Share it between threads by reference or in an `Arc`: every method takes `&self`.
 pub struct PageCache<M: Materializer> {
     pub(crate) inner: Arc<Inner<M>>,
+    /// The snapshot thread, when `background_snapshots` is on.
     pub(crate) background: Option<JoinHandle<()>>,
+    /// The cleaner thread, when `background_cleaning` is on.
+    pub(crate) cleaner_thread: Option<JoinHandle<()>>,
 }
 
 impl<M: Materializer> std::fmt::Debug for PageCache<M> {
@@ -644,13 +651,15 @@ impl<M: Materializer> PageCache<M> {
     ///
     /// * of the snapshot thread, which has then stopped ([`snapshot`](Self::snapshot) still
     ///   works: a full disk may have been freed meanwhile);
+    /// * of the cleaner thread, which has then stopped; writes do all the cleaning from then
+    ///   on, as with `background_cleaning` off;
     /// * of a write's share of cleaning, after the write itself succeeded. Cleaning goes on
     ///   with later writes, which retry the record that failed.
     pub fn background_error(&self) -> Option<Error> {
         lock(&self.inner.background_error).clone()
     }
 
-    /// Stops the background thread, makes everything durable and releases the directory.
+    /// Stops the background threads, makes everything durable and releases the directory.
     pub fn close(mut self) -> Result<()> {
         self.shut_down()
     }
@@ -664,10 +673,16 @@ impl<M: Materializer> PageCache<M> {
             *lock(stop) = true;
             wake.notify_all();
         }
-        if let Some(handle) = self.background.take() {
-            // The thread catches its own errors; a panic there is a bug, reported here.
-            if handle.join().is_err() {
-                eprintln!("pagecache: the background snapshot thread panicked");
+        self.inner.background_cleaner.stop();
+        for (handle, what) in [
+            (self.background.take(), "snapshot"),
+            (self.cleaner_thread.take(), "cleaner"),
+        ] {
+            // The threads catch their own errors; a panic there is a bug, reported here.
+            if let Some(handle) = handle
+                && handle.join().is_err()
+            {
+                eprintln!("pagecache: the background {what} thread panicked");
             }
         }
         Ok(self.inner.log.flush().map(|_| ())?)
@@ -1378,9 +1393,19 @@ impl<M: Materializer> Inner<M> {
 
     // ---- cleaning -------------------------------------------------------------------------
 
-    /// Whether the log spans more than the space target allows.
-    fn cleaning_wanted(&self, cursor: Lsn) -> bool {
-        self.log.tip().0.saturating_sub(cursor.0) > self.allowed_span_bytes()
+    /// Whether the log, measured from `cursor`, spans more than `allowed_span_bytes`.
+    fn cleaning_wanted(&self, cursor: Lsn, allowed_span_bytes: u64) -> bool {
+        self.log.tip().0.saturating_sub(cursor.0) > allowed_span_bytes
+    }
+
+    /// The span the cleaner thread brings the log back to: [`LEAD_STEPS`] below what the
+    /// target allows (but not below the span the cleaner never goes under), so that writes,
+    /// which clean from the target on, find little to do while it keeps up.
+    fn background_span_bytes(&self) -> u64 {
+        let lead = LEAD_STEPS * self.cleaning_step_bytes();
+        self.allowed_span_bytes()
+            .saturating_sub(lead)
+            .max(self.min_span_bytes())
     }
 
     /// The unit of how far the span has run past the target: a quarter segment, small next
@@ -1453,6 +1478,9 @@ impl<M: Materializer> Inner<M> {
             .tip()
             .0
             .saturating_sub(self.clean_progress.load(Ordering::Relaxed));
+        if self.background_cleaner.is_running() && span > self.background_span_bytes() {
+            self.background_cleaner.wake();
+        }
         let allowed = self.allowed_span_bytes();
         if span <= allowed {
             return Ok(());
@@ -1463,12 +1491,43 @@ impl<M: Materializer> Inner<M> {
             .clean_records_per_write
             .saturating_mul(1 << n_steps);
         let started = Instant::now();
-        let n_examined = self.clean_some(budget, n_steps >= MAX_CLEANING_STEPS)?;
+        let n_examined = self.clean_some(budget, n_steps >= MAX_CLEANING_STEPS, allowed)?;
         if n_examined > 0 {
             self.metrics.cleaning_latency.record(started.elapsed());
             Metrics::bump(&self.metrics.n_records_examined, u64::from(n_examined));
         }
         Ok(())
+    }
+
+    /// Whether the log, measured from how far cleaning has come, spans more than the cleaner
+    /// thread lets it ([`Self::background_span_bytes`]).
+    pub(crate) fn background_cleaning_wanted(&self) -> bool {
+        let span = self
+            .log
+            .tip()
+            .0
+            .saturating_sub(self.clean_progress.load(Ordering::Relaxed));
+        span > self.background_span_bytes()
+    }
+
+    /// One pass of the cleaner thread: a batch of the oldest segment's bases while the span
+    /// is over what the thread aims at. It waits for the cleaner's lock (a write holds it
+    /// only for a list operation, or to finish or read back a segment).
+    pub(crate) fn clean_in_background(&self) -> Result<Pass> {
+        if !self.background_cleaning_wanted() {
+            return Ok(Pass::WithinTarget);
+        }
+        let allowed = self.background_span_bytes();
+        let n_examined = self.clean_some(MAX_CLEANING_BATCH as u32, true, allowed)?;
+        if n_examined == 0 {
+            return Ok(Pass::Blocked);
+        }
+        Metrics::bump(&self.metrics.n_records_examined, u64::from(n_examined));
+        Metrics::bump(
+            &self.metrics.n_records_examined_in_background,
+            u64::from(n_examined),
+        );
+        Ok(Pass::Cleaned)
     }
 
     /// How far cleaning has come: the cursor, plus the loaded segment's length in proportion
@@ -1508,7 +1567,7 @@ impl<M: Materializer> Inner<M> {
     /// ([`BaseIndex`]), so nothing is read; other segments are read back and their bases
     /// picked out of every record's header. In a loop of `bench_pages`' B mix on two
     /// threads, the index gained 3 to 18 % (four alternations).
-    fn clean_some(&self, budget: u32, wait: bool) -> Result<u32> {
+    fn clean_some(&self, budget: u32, wait: bool, allowed_span_bytes: u64) -> Result<u32> {
         let mut state = match self.cleaner.try_lock() {
             Ok(state) => state,
             Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
@@ -1517,7 +1576,7 @@ impl<M: Materializer> Inner<M> {
         };
         let mut n_left = budget as usize;
         while n_left > 0 {
-            let Some(segment_end) = self.cleaning_work(&mut state)? else {
+            let Some(segment_end) = self.cleaning_work(&mut state, allowed_span_bytes)? else {
                 break;
             };
             let mut batch = LentBatch::take(&self.cleaner, &mut state, n_left);
@@ -1540,11 +1599,15 @@ impl<M: Materializer> Inner<M> {
     /// segment whose pages `pending` holds, or `None` when there is nothing to hand out now
     /// (cleaning is not wanted, the oldest segment is not durable yet, or the last pages of
     /// the loaded one are being relocated by another write).
-    fn cleaning_work(&self, state: &mut CleanerState) -> Result<Option<Lsn>> {
+    fn cleaning_work(
+        &self,
+        state: &mut CleanerState,
+        allowed_span_bytes: u64,
+    ) -> Result<Option<Lsn>> {
         let segment_len = self.log.config().segment_len_bytes();
         loop {
             let cursor = Lsn(self.clean_cursor.load(Ordering::Relaxed));
-            if !self.cleaning_wanted(cursor) {
+            if !self.cleaning_wanted(cursor, allowed_span_bytes) {
                 return Ok(None);
             }
             if let Some(segment_end) = state.loaded_segment_end {

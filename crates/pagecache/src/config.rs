@@ -57,6 +57,7 @@ pub struct Config {
     pub(crate) space_amplification_target: f64,
     pub(crate) snapshot_every_bytes: u64,
     pub(crate) background_snapshots: bool,
+    pub(crate) background_cleaning: bool,
     pub(crate) id_persist_interval: u64,
     pub(crate) clean_records_per_write: u32,
 }
@@ -98,6 +99,12 @@ impl Config {
         self.background_snapshots
     }
 
+    /// Whether a background thread cleans (writes then take a share only when it falls
+    /// behind).
+    pub fn background_cleaning(&self) -> bool {
+        self.background_cleaning
+    }
+
     /// How many ids the id generator persists ahead.
     pub fn id_persist_interval(&self) -> u64 {
         self.id_persist_interval
@@ -119,6 +126,7 @@ pub struct ConfigBuilder {
     space_amplification_target: f64,
     snapshot_every_bytes: u64,
     background_snapshots: bool,
+    background_cleaning: bool,
     id_persist_interval: u64,
     clean_records_per_write: u32,
 }
@@ -132,6 +140,7 @@ impl Default for ConfigBuilder {
             space_amplification_target: 1.3,
             snapshot_every_bytes: 32 << 20,
             background_snapshots: true,
+            background_cleaning: true,
             id_persist_interval: 1 << 20,
             clean_records_per_write: 16,
         }
@@ -213,6 +222,20 @@ impl ConfigBuilder {
         self
     }
 
+    /// Whether a background thread does the cleaning (default `true`). It relocates pages
+    /// while the log spans more than half a segment below what the space target allows, so
+    /// writes, which clean from the target on, find nothing to do while it keeps up; when it
+    /// falls behind they take their shares as always, so the space bound is the same either
+    /// way. With one writer and a core to spare this takes cleaning off the writer's path
+    /// (`bench_pages` B1). Off, only the writes clean, each at most as much as
+    /// [`clean_records_per_write`](Self::clean_records_per_write) and the pacing allow, and
+    /// no other thread relocates pages: tests that want the work on their own thread turn it
+    /// off.
+    pub fn background_cleaning(mut self, enabled: bool) -> Self {
+        self.background_cleaning = enabled;
+        self
+    }
+
     /// The id generator makes this many ids durable at a time (one sync per interval). Ids not
     /// handed out before a restart are skipped. Default 2^20.
     pub fn id_persist_interval(mut self, interval: u64) -> Self {
@@ -267,6 +290,7 @@ impl ConfigBuilder {
             space_amplification_target: target,
             snapshot_every_bytes: self.snapshot_every_bytes,
             background_snapshots: self.background_snapshots,
+            background_cleaning: self.background_cleaning,
             id_persist_interval: self.id_persist_interval,
             clean_records_per_write: self.clean_records_per_write,
         })

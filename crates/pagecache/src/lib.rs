@@ -93,15 +93,18 @@
 //!   long as the process). The cleaner's index of base records holds 8 bytes per base written since
 //!   open and not yet cleaned, for at most 2^20 bases (8 MiB; the lists' spare capacity and the
 //!   cleaner's copy of the segment it works through come on top).
-//! * **Cleaning.** Each write examines a bounded number of base records of the oldest segment and
-//!   rewrites (as one merged base at the tip) every page that still uses the segment; once every
-//!   base of the segment was examined and every page moved it is released, and the log reuses it
-//!   when the release is durable. Cleaning runs while the log spans more than
-//!   `space_amplification_target` times the live bytes. Writes take batches of pages from the
-//!   cleaner's list and relocate them in parallel (its lock guards only the list); the further the
-//!   span runs past the target, the more a write examines (twice as much per quarter segment), and
-//!   below a whole segment past it a write that finds the list busy goes on, beyond it every write
-//!   takes its share, so writers cannot outrun the cleaning. Only base records send the cleaner to
+//! * **Cleaning.** The cleaner examines the base records of the oldest segment and rewrites (as
+//!   one merged base at the tip) every page that still uses the segment; once every base of the
+//!   segment was examined and every page moved it is released, and the log reuses it when the
+//!   release is durable. Cleaning runs while the log spans more than `space_amplification_target`
+//!   times the live bytes. A background thread (`background_cleaning`, on by default) keeps the
+//!   span half a segment below that, so a write normally does no cleaning; past the target each
+//!   write examines a bounded number of base records itself, as when the thread is off. Writes
+//!   and the thread take batches of pages from the cleaner's list and relocate them in parallel
+//!   (its lock guards only the list); the further the span runs past the target, the more a write
+//!   examines (twice as much per quarter segment), and below a whole segment past it a write that
+//!   finds the list busy goes on, beyond it every write takes its share, so writers cannot outrun
+//!   the cleaning, with or without the thread. Only base records send the cleaner to
 //!   the page table: a page that uses the oldest segment has its chain's base there (chains start
 //!   with a base, and older segments were cleaned before). Writes note the page of every base
 //!   record they reserve in the segment it lands in (`bases.rs`), so the cleaner reads back only
@@ -150,6 +153,7 @@
 
 mod bases;
 mod cache;
+mod cleaner_thread;
 mod config;
 mod entry;
 mod error;

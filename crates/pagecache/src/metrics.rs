@@ -77,6 +77,9 @@ pub struct Metrics {
     /// Base records the cleaner examined (relocating the pages still using them). A page
     /// whose relocation failed is counted again when it is retried.
     pub n_records_examined: AtomicU64,
+    /// Of `n_records_examined`, those the background cleaner examined (the rest were
+    /// writes' shares).
+    pub n_records_examined_in_background: AtomicU64,
     /// Segments the cleaner emptied and released.
     pub n_segments_cleaned: AtomicU64,
     /// Segments the cleaner read back from the data file to find their base records

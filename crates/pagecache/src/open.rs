@@ -13,6 +13,7 @@ use recovery::{OpenOptions, RecoveryError, RecoveryReport, SnapshotInfo, Snapsho
 
 use crate::bases::{BaseIndex, MAX_INDEXED_BASES_PER_STRIPE};
 use crate::cache::{CleanerState, Inner, MetaState, PageCache};
+use crate::cleaner_thread::{self, BackgroundCleaner};
 use crate::config::Config;
 use crate::entry::{Chain, Entry, PageState, Resident};
 use crate::error::{Error, Result};
@@ -254,6 +255,7 @@ impl<M: Materializer> PageCache<M> {
         let id_high_water = meta.id_high_water;
         let n_free_ids = free_ids.len();
         let background_snapshots = config.background_snapshots;
+        let background_cleaning = config.background_cleaning;
         // Every base record from now on is reserved through `Inner::reserve_record`, which
         // notes it; the segment holding the tip may have older records and is not indexed.
         let bases = BaseIndex::new(
@@ -290,6 +292,7 @@ impl<M: Materializer> PageCache<M> {
             closed: AtomicBool::new(false),
             shutdown: (Mutex::new(false), Condvar::new()),
             background_error: Mutex::new(None),
+            background_cleaner: BackgroundCleaner::default(),
             config,
         });
         let background = if background_snapshots {
@@ -303,6 +306,27 @@ impl<M: Materializer> PageCache<M> {
         } else {
             None
         };
+        let cleaner_thread = if background_cleaning {
+            inner.background_cleaner.starting();
+            let for_thread = Arc::clone(&inner);
+            let spawned = std::thread::Builder::new()
+                .name("pagecache-cleaner".to_string())
+                .spawn(move || cleaner_thread::run(for_thread));
+            match spawned {
+                Ok(handle) => Some(handle),
+                Err(error) => {
+                    // Dropping the half-built cache below stops and joins the snapshot thread.
+                    drop(PageCache {
+                        inner,
+                        background,
+                        cleaner_thread: None,
+                    });
+                    return Err(Error::io("starting the cleaner thread", error));
+                }
+            }
+        } else {
+            None
+        };
         let report = OpenReport {
             log: log_report,
             snapshot: snapshot_info,
@@ -313,7 +337,14 @@ impl<M: Materializer> PageCache<M> {
             n_pages_dropped_as_freed,
             elapsed: started.elapsed(),
         };
-        Ok((PageCache { inner, background }, report))
+        Ok((
+            PageCache {
+                inner,
+                background,
+                cleaner_thread,
+            },
+            report,
+        ))
     }
 }
 

@@ -34,6 +34,7 @@ fn config() -> Config {
         .flush_every(None)
         .cache_budget_bytes(BUDGET_BYTES)
         .background_snapshots(false)
+        .background_cleaning(false)
         .build()
         .expect("valid")
 }

@@ -1,7 +1,7 @@
 //! Four threads link fragments to a few shared pages with compare-and-swap retry loops (read
 //! the page, link at its version, retry on `Stale`), on a tiny configuration so that
-//! consolidation, eviction, page-ins, cleaning and background snapshots race with the
-//! writers. Every fragment is unique (thread, sequence number). At the end, and again after a
+//! consolidation, eviction, page-ins, cleaning (by the writers and by the background
+//! cleaner) and background snapshots race with the writers. Every fragment is unique (thread, sequence number). At the end, and again after a
 //! close and a reopen, each page holds exactly the acknowledged fragments: as a set, and per
 //! thread in the order that thread linked them.
 
@@ -33,6 +33,7 @@ fn config() -> Config {
         .consolidate_after_fragments(3)
         .snapshot_every_bytes(8 << 10)
         .background_snapshots(true)
+        .background_cleaning(true)
         .build()
         .expect("valid")
 }

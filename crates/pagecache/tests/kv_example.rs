@@ -29,6 +29,7 @@ fn small_config(flush_every: Option<std::time::Duration>) -> Config {
         .consolidate_after_fragments(4)
         .snapshot_every_bytes(64 << 10)
         .background_snapshots(false)
+        .background_cleaning(false)
         .build()
         .expect("a valid configuration")
 }

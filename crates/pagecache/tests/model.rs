@@ -429,7 +429,7 @@ proptest! {
     }
 
     #[test]
-    fn model_with_background_snapshots(ops in prop::collection::vec(op(), 1..200)) {
+    fn model_with_background_threads(ops in prop::collection::vec(op(), 1..200)) {
         run_ops(tiny_config(true), &ops);
     }
 }

@@ -21,6 +21,7 @@ fn small_config() -> Config {
         .consolidate_after_fragments(4)
         .snapshot_every_bytes(16 << 10)
         .background_snapshots(false)
+        .background_cleaning(false)
         .build()
         .expect("valid")
 }
@@ -182,6 +183,7 @@ fn corrupt_or_mismatched_configuration_is_an_error_and_changes_nothing() {
         .io_buf_len_bytes(1024)
         .blob_threshold_bytes(256)
         .background_snapshots(false)
+        .background_cleaning(false)
         .build()
         .expect("valid");
     match PageCache::open(shared.clone(), other_segments, Concat) {
@@ -219,6 +221,7 @@ fn a_hot_merged_page_stays_resident_while_a_cold_scan_evicts() {
         .cache_budget_bytes(BUDGET_BYTES)
         .consolidate_after_fragments(8)
         .background_snapshots(false)
+        .background_cleaning(false)
         .build()
         .expect("valid");
     let storage = Arc::new(SimStorage::new());
@@ -318,6 +321,7 @@ fn eviction_work_per_operation_stays_small_with_a_tiny_budget() {
         .flush_every(None)
         .cache_budget_bytes(4096)
         .background_snapshots(false)
+        .background_cleaning(false)
         .build()
         .expect("valid");
     let storage = Arc::new(SimStorage::new());

@@ -25,6 +25,7 @@ fn config() -> Config {
         .flush_every(None)
         .cache_budget_bytes(1 << 20)
         .background_snapshots(false)
+        .background_cleaning(false)
         .build()
         .expect("a valid configuration")
 }

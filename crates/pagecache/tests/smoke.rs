@@ -19,6 +19,7 @@ fn tiny_config() -> Config {
         .consolidate_after_fragments(4)
         .snapshot_every_bytes(16 << 10)
         .background_snapshots(false)
+        .background_cleaning(false)
         .id_persist_interval(8)
         .build()
         .expect("valid")
@@ -127,6 +128,7 @@ fn one_byte_budget_config() -> Config {
         .cache_budget_bytes(1)
         .consolidate_after_fragments(64)
         .background_snapshots(false)
+        .background_cleaning(false)
         .build()
         .expect("valid")
 }

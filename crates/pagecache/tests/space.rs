@@ -32,6 +32,7 @@ fn config() -> Config {
         .flush_every(None)
         .cache_budget_bytes(4 << 20)
         .background_snapshots(false)
+        .background_cleaning(false)
         .build()
         .expect("valid")
 }
@@ -174,6 +175,7 @@ fn segments_larger_than_the_ring_do_not_hold_the_span_above_the_target() {
         .blob_threshold_bytes(4 << 10)
         .cache_budget_bytes(4 << 20)
         .background_snapshots(false)
+        .background_cleaning(false)
         .build()
         .expect("valid");
     let (cache, _) = PageCache::open(Arc::new(SimStorage::new()), config, Concat).expect("open");

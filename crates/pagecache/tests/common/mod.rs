@@ -52,8 +52,10 @@ pub fn cases(default: u32) -> u32 {
 
 /// The smallest useful store: 4 KiB segments, two 1 KiB buffers, a 1 KiB cache, chains
 /// consolidated at 3 fragments, a snapshot every two segments. Durability only when the test
-/// asks (no flusher thread); background snapshots as `background_snapshots` says.
-pub fn tiny_config(background_snapshots: bool) -> Config {
+/// asks (no flusher thread). With `background_threads`, snapshots and cleaning run on their
+/// own threads too; without, everything runs on the test's threads, in an order the test
+/// decides.
+pub fn tiny_config(background_threads: bool) -> Config {
     Config::builder()
         .segment_len_bytes(4096)
         .io_buf_len_bytes(1024)
@@ -63,7 +65,8 @@ pub fn tiny_config(background_snapshots: bool) -> Config {
         .cache_budget_bytes(1024)
         .consolidate_after_fragments(3)
         .snapshot_every_bytes(8 << 10)
-        .background_snapshots(background_snapshots)
+        .background_snapshots(background_threads)
+        .background_cleaning(background_threads)
         .id_persist_interval(4)
         .build()
         .expect("a valid tiny configuration")
