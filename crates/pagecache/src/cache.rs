@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, TryLockError};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_epoch::{self as epoch, Guard, Shared};
 use iobuf::{Geometry, Log, LogMetrics, Lsn, PageId, Reservation};
@@ -31,6 +31,10 @@ const MAX_CLEANING_STEPS: u64 = 4;
 
 /// The most pages a write takes from the cleaner's list at a time (and prefetches together).
 const MAX_CLEANING_BATCH: usize = 64;
+/// How long a thread that must clean waits for the last pages of a segment lent to another
+/// thread (see [`Inner::clean_some`]): longer than a scheduler's time slice, so a holder
+/// that was only descheduled gets back to them.
+const BATCH_WAIT: Duration = Duration::from_millis(20);
 
 /// The longest root name, in bytes.
 pub const MAX_ROOT_NAME_LEN_BYTES: usize = 1024;
@@ -129,6 +133,13 @@ pub(crate) struct CleanerState {
     n_loaded: usize,
     /// Batches taken from `pending` that are still being relocated (outside the lock).
     n_batches_out: usize,
+    /// Threads waiting on [`Inner::batches_back`] for those batches to come back.
+    n_waiting_for_batches: usize,
+    /// Batches given back since open: a wait for a batch ends when this moves.
+    n_batches_returned: u64,
+    /// `n_batches_returned` when a wait for batches last timed out: until another batch
+    /// comes back, the batches out are taken as stalled and nobody waits for them again.
+    gave_up_waiting_at: Option<u64>,
 }
 
 impl CleanerState {
@@ -138,6 +149,9 @@ impl CleanerState {
             loaded_segment_end: None,
             n_loaded: 0,
             n_batches_out: 0,
+            n_waiting_for_batches: 0,
+            n_batches_returned: 0,
+            gave_up_waiting_at: None,
         }
     }
 }
@@ -151,6 +165,8 @@ impl CleanerState {
 /// user's materializer): the batch would otherwise stay out and cleaning stop for good.
 struct LentBatch<'a> {
     cleaner: &'a Mutex<CleanerState>,
+    /// Notified when a batch comes back and someone waits for it.
+    batches_back: &'a Condvar,
     pages: [PageId; MAX_CLEANING_BATCH],
     len: usize,
     /// How many pages, from the end, were relocated.
@@ -163,6 +179,7 @@ impl<'a> LentBatch<'a> {
     /// list; `state` is `cleaner`'s, locked.
     fn take(
         cleaner: &'a Mutex<CleanerState>,
+        batches_back: &'a Condvar,
         state: &mut CleanerState,
         max_len: usize,
     ) -> LentBatch<'a> {
@@ -174,6 +191,7 @@ impl<'a> LentBatch<'a> {
         state.n_batches_out += 1;
         LentBatch {
             cleaner,
+            batches_back,
             pages,
             len,
             n_relocated: 0,
@@ -201,9 +219,13 @@ impl<'a> LentBatch<'a> {
 
     fn return_to(&self, state: &mut CleanerState) {
         state.n_batches_out -= 1;
+        state.n_batches_returned += 1;
         state
             .pending
             .extend_from_slice(&self.pages[..self.len - self.n_relocated]);
+        if state.n_waiting_for_batches > 0 {
+            self.batches_back.notify_all();
+        }
     }
 }
 
@@ -213,6 +235,18 @@ impl Drop for LentBatch<'_> {
             self.return_to(&mut lock(self.cleaner));
         }
     }
+}
+
+/// What [`Inner::cleaning_work`] found.
+enum CleaningWork {
+    /// Pages of the segment ending here are on the list, ready to be taken.
+    Ready(Lsn),
+    /// Nothing to hand out now: cleaning is not wanted, or the oldest segment is not durable
+    /// yet.
+    Nothing,
+    /// The list is empty but batches of the loaded segment are still out with other threads;
+    /// the segment is finished once they come back.
+    BatchesOut,
 }
 
 /// The metadata record and where it is.
@@ -249,6 +283,9 @@ pub(crate) struct Inner<M: Materializer> {
     /// left is not durable yet, so passes are skipped until the stable LSN moves.
     pub(crate) evict_blocked_at: AtomicU64,
     pub(crate) cleaner: Mutex<CleanerState>,
+    /// Wakes a cleaning thread that must do its share but found the segment's last pages
+    /// lent to another (see [`Inner::clean_some`]).
+    pub(crate) batches_back: Condvar,
     /// The pages with a base record in each segment written since open (for the cleaner).
     pub(crate) bases: BaseIndex,
     /// The cleaning cursor: everything below is released (or about to be). Changed only by
@@ -1553,6 +1590,20 @@ impl<M: Materializer> Inner<M> {
     /// and relocated with its lock released; returns how many it examined (0 when there was
     /// nothing it could do yet). When the lock is taken, returns at once unless `wait`.
     ///
+    /// With `wait`, a thread that finds the segment's last pages lent to another thread
+    /// waits up to [`BATCH_WAIT`] for them to come back (the segment can then be finished and
+    /// the next one loaded) instead of returning: a write past the pacing limit must not go
+    /// on writing because another thread, descheduled for a moment, holds the last batch.
+    /// Fix (found by a review of the background cleaner): a write returned at once then, so
+    /// while the cleaner thread held a batch the pacing held nothing back, and with the
+    /// thread on `tests/space.rs` reached 2.5x on a busy machine. The wait is bounded
+    /// because a relocation can stall for good (the user's materializer may block, even on
+    /// something the waiting write's caller would do next: `tests/cleaning_parallel.rs`);
+    /// after one wait timed out, nobody waits again until some batch comes back, so a
+    /// stalled batch costs one wait, after which writes go on as they did before. No thread
+    /// waits while it holds a batch itself: each gives its batch back before it looks for
+    /// more.
+    ///
     /// Only base records send the cleaner to the page table. Every chain starts with a base
     /// (an allocation, a `replace`, a consolidation or a relocation; a delta only extends a
     /// chain), and cleaning goes in log order, so when this segment's turn comes every page
@@ -1576,10 +1627,30 @@ impl<M: Materializer> Inner<M> {
         };
         let mut n_left = budget as usize;
         while n_left > 0 {
-            let Some(segment_end) = self.cleaning_work(&mut state, allowed_span_bytes)? else {
-                break;
+            let segment_end = match self.cleaning_work(&mut state, allowed_span_bytes)? {
+                CleaningWork::Ready(segment_end) => segment_end,
+                CleaningWork::BatchesOut
+                    if wait && state.gave_up_waiting_at != Some(state.n_batches_returned) =>
+                {
+                    let seen = state.n_batches_returned;
+                    state.n_waiting_for_batches += 1;
+                    let (woken, wait) = self
+                        .batches_back
+                        .wait_timeout_while(state, BATCH_WAIT, |state| {
+                            state.n_batches_returned == seen
+                        })
+                        .unwrap_or_else(PoisonError::into_inner);
+                    state = woken;
+                    state.n_waiting_for_batches -= 1;
+                    if wait.timed_out() {
+                        state.gave_up_waiting_at = Some(seen);
+                        break;
+                    }
+                    continue;
+                }
+                CleaningWork::BatchesOut | CleaningWork::Nothing => break,
             };
-            let mut batch = LentBatch::take(&self.cleaner, &mut state, n_left);
+            let mut batch = LentBatch::take(&self.cleaner, &self.batches_back, &mut state, n_left);
             drop(state);
             let outcome = self.relocate_batch(&mut batch, segment_end);
             n_left -= batch.pages().len();
@@ -1595,27 +1666,24 @@ impl<M: Materializer> Inner<M> {
     }
 
     /// Gets the cleaner's next work ready: finishes the loaded segment if all its pages were
-    /// relocated, loads the next one if cleaning is still wanted. Returns the end of the
-    /// segment whose pages `pending` holds, or `None` when there is nothing to hand out now
-    /// (cleaning is not wanted, the oldest segment is not durable yet, or the last pages of
-    /// the loaded one are being relocated by another write).
+    /// relocated, loads the next one if cleaning is still wanted.
     fn cleaning_work(
         &self,
         state: &mut CleanerState,
         allowed_span_bytes: u64,
-    ) -> Result<Option<Lsn>> {
+    ) -> Result<CleaningWork> {
         let segment_len = self.log.config().segment_len_bytes();
         loop {
             let cursor = Lsn(self.clean_cursor.load(Ordering::Relaxed));
             if !self.cleaning_wanted(cursor, allowed_span_bytes) {
-                return Ok(None);
+                return Ok(CleaningWork::Nothing);
             }
             if let Some(segment_end) = state.loaded_segment_end {
                 if !state.pending.is_empty() {
-                    return Ok(Some(segment_end));
+                    return Ok(CleaningWork::Ready(segment_end));
                 }
                 if state.n_batches_out > 0 {
-                    return Ok(None);
+                    return Ok(CleaningWork::BatchesOut);
                 }
                 self.finish_segment(segment_end)?;
                 state.loaded_segment_end = None;
@@ -1624,7 +1692,7 @@ impl<M: Materializer> Inner<M> {
             let end = Lsn((cursor.0 / segment_len + 1) * segment_len);
             if end > self.log.stable_lsn() {
                 // The oldest segment is not even durable yet: nothing to clean.
-                return Ok(None);
+                return Ok(CleaningWork::Nothing);
             }
             // The last segment's list is empty by now; its allocation is reused.
             let mut bases = std::mem::take(&mut state.pending);
@@ -1811,7 +1879,8 @@ mod tests {
         lock(&cleaner).pending = pids(&[9, 8, 7, 6, 5]);
 
         // Given back after relocating two of three: the third goes back on the list.
-        let mut batch = LentBatch::take(&cleaner, &mut lock(&cleaner), 3);
+        let back = Condvar::new();
+        let mut batch = LentBatch::take(&cleaner, &back, &mut lock(&cleaner), 3);
         assert_eq!(batch.pages(), pids(&[7, 6, 5]));
         assert_eq!(lock(&cleaner).n_batches_out, 1);
         assert_eq!(batch.next_to_relocate(), Some(PageId(5)));
@@ -1824,7 +1893,8 @@ mod tests {
 
         // A relocation that unwinds (the user's merge panicked) still returns the batch.
         let unwound = std::panic::catch_unwind(|| {
-            let mut batch = LentBatch::take(&cleaner, &mut lock(&cleaner), MAX_CLEANING_BATCH);
+            let mut batch =
+                LentBatch::take(&cleaner, &back, &mut lock(&cleaner), MAX_CLEANING_BATCH);
             batch.n_relocated = 1;
             panic!("the materializer panicked");
         });

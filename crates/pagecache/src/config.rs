@@ -225,8 +225,9 @@ impl ConfigBuilder {
     /// Whether a background thread does the cleaning (default `true`). It relocates pages
     /// while the log spans more than half a segment below what the space target allows, so
     /// writes, which clean from the target on, find nothing to do while it keeps up; when it
-    /// falls behind they take their shares as always, so the space bound is the same either
-    /// way. With one writer and a core to spare this takes cleaning off the writer's path
+    /// falls behind they take their shares as always, and the space target holds as without
+    /// it (give or take a segment or two when threads outnumber cores; see `cleaner_thread.rs`).
+    /// With one writer and a core to spare this takes cleaning off the writer's path
     /// (`bench_pages` B1). Off, only the writes clean, each at most as much as
     /// [`clean_records_per_write`](Self::clean_records_per_write) and the pacing allow, and
     /// no other thread relocates pages: tests that want the work on their own thread turn it

@@ -103,8 +103,10 @@
 //!   and the thread take batches of pages from the cleaner's list and relocate them in parallel
 //!   (its lock guards only the list); the further the span runs past the target, the more a write
 //!   examines (twice as much per quarter segment), and below a whole segment past it a write that
-//!   finds the list busy goes on, beyond it every write takes its share, so writers cannot outrun
-//!   the cleaning, with or without the thread. Only base records send the cleaner to
+//!   finds the list busy goes on, beyond it every write takes its share (waiting up to 20 ms, if
+//!   need be, for the pages lent to another thread to come back; a batch that does not is taken as
+//!   stalled and not waited for again), so writers cannot outrun the cleaning, with or without the
+//!   thread. Only base records send the cleaner to
 //!   the page table: a page that uses the oldest segment has its chain's base there (chains start
 //!   with a base, and older segments were cleaned before). Writes note the page of every base
 //!   record they reserve in the segment it lands in (`bases.rs`), so the cleaner reads back only

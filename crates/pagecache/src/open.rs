@@ -276,6 +276,7 @@ impl<M: Materializer> PageCache<M> {
             resident_ring: Mutex::new(VecDeque::new()),
             evict_blocked_at: AtomicU64::new(0),
             cleaner: Mutex::new(CleanerState::new()),
+            batches_back: Condvar::new(),
             bases,
             clean_cursor: AtomicU64::new(log_start.0),
             clean_progress: AtomicU64::new(log_start.0),

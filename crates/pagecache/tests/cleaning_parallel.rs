@@ -1,6 +1,8 @@
 //! A segment must not be released while a batch of its pages is still out with another
 //! write: one write is parked in the middle of relocating a page (its materializer's
-//! `encode` blocks), and other writes go on cleaning meanwhile.
+//! `encode` blocks), and other writes go on cleaning meanwhile. (A write that must clean
+//! waits a moment for the parked batch, then takes it as stalled and goes on: the parked
+//! write is released only after the others are done.)
 
 mod common;
 
