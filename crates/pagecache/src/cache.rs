@@ -237,6 +237,30 @@ impl Drop for LentBatch<'_> {
     }
 }
 
+/// Waits up to `timeout` for a batch to come back to `state` (`cleaner`'s, locked), unless a
+/// wait already timed out with no batch back since (the batches out are then taken as
+/// stalled). Returns the lock and whether a batch came back. See [`Inner::clean_some`].
+fn wait_for_batches<'a>(
+    batches_back: &Condvar,
+    mut state: MutexGuard<'a, CleanerState>,
+    timeout: Duration,
+) -> (MutexGuard<'a, CleanerState>, bool) {
+    let seen = state.n_batches_returned;
+    if state.gave_up_waiting_at == Some(seen) {
+        return (state, false);
+    }
+    state.n_waiting_for_batches += 1;
+    let (mut state, waited) = batches_back
+        .wait_timeout_while(state, timeout, |state| state.n_batches_returned == seen)
+        .unwrap_or_else(PoisonError::into_inner);
+    state.n_waiting_for_batches -= 1;
+    if waited.timed_out() {
+        state.gave_up_waiting_at = Some(seen);
+        return (state, false);
+    }
+    (state, true)
+}
+
 /// What [`Inner::cleaning_work`] found.
 enum CleaningWork {
     /// Pages of the segment ending here are on the list, ready to be taken.
@@ -1600,9 +1624,10 @@ impl<M: Materializer> Inner<M> {
     /// because a relocation can stall for good (the user's materializer may block, even on
     /// something the waiting write's caller would do next: `tests/cleaning_parallel.rs`);
     /// after one wait timed out, nobody waits again until some batch comes back, so a
-    /// stalled batch costs one wait, after which writes go on as they did before. No thread
-    /// waits while it holds a batch itself: each gives its batch back before it looks for
-    /// more.
+    /// stalled batch costs one wait, after which writes go on as they did before. A thread
+    /// gives its batch back before it looks for more, so it waits only for others'; the
+    /// exception is a materializer that writes to the cache from inside a relocation's
+    /// `encode`, whose write may wait out [`BATCH_WAIT`] on its own thread's batch.
     ///
     /// Only base records send the cleaner to the page table. Every chain starts with a base
     /// (an allocation, a `replace`, a consolidation or a relocation; a delta only extends a
@@ -1629,21 +1654,10 @@ impl<M: Materializer> Inner<M> {
         while n_left > 0 {
             let segment_end = match self.cleaning_work(&mut state, allowed_span_bytes)? {
                 CleaningWork::Ready(segment_end) => segment_end,
-                CleaningWork::BatchesOut
-                    if wait && state.gave_up_waiting_at != Some(state.n_batches_returned) =>
-                {
-                    let seen = state.n_batches_returned;
-                    state.n_waiting_for_batches += 1;
-                    let (woken, wait) = self
-                        .batches_back
-                        .wait_timeout_while(state, BATCH_WAIT, |state| {
-                            state.n_batches_returned == seen
-                        })
-                        .unwrap_or_else(PoisonError::into_inner);
-                    state = woken;
-                    state.n_waiting_for_batches -= 1;
-                    if wait.timed_out() {
-                        state.gave_up_waiting_at = Some(seen);
+                CleaningWork::BatchesOut if wait => {
+                    let came_back;
+                    (state, came_back) = wait_for_batches(&self.batches_back, state, BATCH_WAIT);
+                    if !came_back {
                         break;
                     }
                     continue;
@@ -1902,5 +1916,63 @@ mod tests {
         let state = lock(&cleaner);
         assert_eq!(state.pending, pids(&[9, 8]));
         assert_eq!(state.n_batches_out, 0);
+    }
+
+    /// The wait behind a write past the pacing limit that finds the segment's last pages
+    /// lent to another thread (regression for the review of the background cleaner: such a
+    /// write used to go on at once).
+    #[test]
+    fn a_wait_for_lent_pages_ends_when_they_come_back_and_a_stalled_batch_is_waited_for_once() {
+        let cleaner = Mutex::new(CleanerState::new());
+        let back = Condvar::new();
+        lock(&cleaner).pending = pids(&[3, 2, 1]);
+        let long = Duration::from_secs(60);
+
+        // Another thread gives its batch back while this one waits: the wait ends then.
+        let batch = LentBatch::take(&cleaner, &back, &mut lock(&cleaner), 3);
+        std::thread::scope(|scope| {
+            let holder = scope.spawn(move || {
+                std::thread::sleep(Duration::from_millis(20));
+                drop(batch.give_back());
+            });
+            let started = Instant::now();
+            let (state, came_back) = wait_for_batches(&back, lock(&cleaner), long);
+            assert!(came_back);
+            assert!(started.elapsed() < long);
+            assert_eq!(state.n_batches_out, 0);
+            assert_eq!(state.n_waiting_for_batches, 0);
+            drop(state);
+            holder.join().expect("holder");
+        });
+
+        // A batch that does not come back: one wait times out, the next does not wait.
+        let stalled = LentBatch::take(&cleaner, &back, &mut lock(&cleaner), 3);
+        let short = Duration::from_millis(30);
+        let started = Instant::now();
+        let (state, came_back) = wait_for_batches(&back, lock(&cleaner), short);
+        assert!(!came_back);
+        assert!(started.elapsed() >= short);
+        drop(state);
+        let started = Instant::now();
+        let (state, came_back) = wait_for_batches(&back, lock(&cleaner), long);
+        assert!(!came_back);
+        assert!(
+            started.elapsed() < long,
+            "a stalled batch is waited for once"
+        );
+        drop(state);
+
+        // Once any batch comes back, threads wait again.
+        drop(stalled.give_back());
+        let other = LentBatch::take(&cleaner, &back, &mut lock(&cleaner), 1);
+        std::thread::scope(|scope| {
+            let holder = scope.spawn(move || {
+                std::thread::sleep(Duration::from_millis(20));
+                drop(other.give_back());
+            });
+            let (_state, came_back) = wait_for_batches(&back, lock(&cleaner), long);
+            assert!(came_back, "waiting resumed after a batch came back");
+            holder.join().expect("holder");
+        });
     }
 }

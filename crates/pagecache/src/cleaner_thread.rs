@@ -25,11 +25,14 @@
 //! and the writers' own share bounds the span whatever the thread does.
 //!
 //! The last pages of a segment may be out with a write: the thread then waits for them like
-//! a write past the pacing limit does ([`Inner::clean_some`]). When the oldest segment is
-//! not durable yet, nothing can be cleaned by anyone, and the thread sleeps for a doubling
-//! time (1 to 50 ms) instead of spinning; the flusher's next sync ends that (without a
-//! flusher, the caller's next flush, and until then the thread wakes at most 20 times a
-//! second; the same if the log was poisoned, whose error the writes report).
+//! a write past the pacing limit does ([`Inner::clean_some`]). When it cannot go on (the
+//! oldest segment is not durable yet, so nothing can be cleaned by anyone, or the pages out
+//! were given up on as stalled), it sleeps for a doubling time (1 to 50 ms) instead of
+//! spinning, and looks again; nothing wakes it early, so it may start up to 50 ms after the
+//! sync that made the segment durable (writes past the target clean meanwhile). Without a
+//! flusher the segment becomes durable at the caller's next flush, and until then the thread
+//! wakes at most 20 times a second; the same while a batch stalls, or if the log was
+//! poisoned (whose error the writes report).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -54,7 +57,8 @@ pub(crate) enum Pass {
     Cleaned,
     /// The span is within the thread's aim: nothing to do until writes push it over.
     WithinTarget,
-    /// Cleaning is wanted but cannot go on yet: the oldest segment is not durable.
+    /// Cleaning is wanted but cannot go on yet: the oldest segment is not durable, or the
+    /// last pages of the loaded one are out with a batch taken as stalled.
     Blocked,
 }
 
