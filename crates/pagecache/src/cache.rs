@@ -1459,14 +1459,12 @@ impl<M: Materializer> Inner<M> {
         self.log.tip().0.saturating_sub(cursor.0) > allowed_span_bytes
     }
 
-    /// The span the cleaner thread brings the log back to: [`LEAD_STEPS`] below what the
-    /// target allows (but not below the span the cleaner never goes under), so that writes,
-    /// which clean from the target on, find little to do while it keeps up.
-    fn background_span_bytes(&self) -> u64 {
+    /// The span the cleaner thread brings the log back to: [`LEAD_STEPS`] below `allowed`
+    /// (what the target allows now; but not below the span the cleaner never goes under), so
+    /// that writes, which clean from the target on, find little to do while it keeps up.
+    fn background_span_bytes(&self, allowed: u64) -> u64 {
         let lead = LEAD_STEPS * self.cleaning_step_bytes();
-        self.allowed_span_bytes()
-            .saturating_sub(lead)
-            .max(self.min_span_bytes())
+        allowed.saturating_sub(lead).max(self.min_span_bytes())
     }
 
     /// The unit of how far the span has run past the target: a quarter segment, small next
@@ -1534,15 +1532,11 @@ impl<M: Materializer> Inner<M> {
     /// threads (five alternations of a 5 s loop of B's mix: 1 939 against 2 216 k ops/s on
     /// average; the change won every pair) and 4 % on one (four alternations).
     fn maybe_clean(&self) -> Result<()> {
-        let span = self
-            .log
-            .tip()
-            .0
-            .saturating_sub(self.clean_progress.load(Ordering::Relaxed));
-        if self.background_cleaner.is_running() && span > self.background_span_bytes() {
+        let span = self.progress_span_bytes();
+        let allowed = self.allowed_span_bytes();
+        if self.background_cleaner.is_running() && span > self.background_span_bytes(allowed) {
             self.background_cleaner.wake();
         }
-        let allowed = self.allowed_span_bytes();
         if span <= allowed {
             return Ok(());
         }
@@ -1560,26 +1554,30 @@ impl<M: Materializer> Inner<M> {
         Ok(())
     }
 
+    /// How far the log spans from how far cleaning has come (what writes and the cleaner
+    /// thread pace themselves by).
+    fn progress_span_bytes(&self) -> u64 {
+        self.log
+            .tip()
+            .0
+            .saturating_sub(self.clean_progress.load(Ordering::Relaxed))
+    }
+
     /// Whether the log, measured from how far cleaning has come, spans more than the cleaner
     /// thread lets it ([`Self::background_span_bytes`]).
     pub(crate) fn background_cleaning_wanted(&self) -> bool {
-        let span = self
-            .log
-            .tip()
-            .0
-            .saturating_sub(self.clean_progress.load(Ordering::Relaxed));
-        span > self.background_span_bytes()
+        self.progress_span_bytes() > self.background_span_bytes(self.allowed_span_bytes())
     }
 
     /// One pass of the cleaner thread: a batch of the oldest segment's bases while the span
     /// is over what the thread aims at. It waits for the cleaner's lock (a write holds it
     /// only for a list operation, or to finish or read back a segment).
     pub(crate) fn clean_in_background(&self) -> Result<Pass> {
-        if !self.background_cleaning_wanted() {
+        let aim = self.background_span_bytes(self.allowed_span_bytes());
+        if self.progress_span_bytes() <= aim {
             return Ok(Pass::WithinTarget);
         }
-        let allowed = self.background_span_bytes();
-        let n_examined = self.clean_some(MAX_CLEANING_BATCH as u32, true, allowed)?;
+        let n_examined = self.clean_some(MAX_CLEANING_BATCH as u32, true, aim)?;
         if n_examined == 0 {
             return Ok(Pass::Blocked);
         }

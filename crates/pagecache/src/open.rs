@@ -296,38 +296,32 @@ impl<M: Materializer> PageCache<M> {
             background_cleaner: BackgroundCleaner::default(),
             config,
         });
-        let background = if background_snapshots {
-            let for_thread = Arc::clone(&inner);
-            Some(
+        // The threads are started into the cache itself, so that if one cannot start, the
+        // cache dropped on the way out stops and joins the ones that did.
+        let mut cache = PageCache {
+            inner,
+            background: None,
+            cleaner_thread: None,
+        };
+        if background_snapshots {
+            let for_thread = Arc::clone(&cache.inner);
+            cache.background = Some(
                 std::thread::Builder::new()
                     .name("pagecache-snapshot".to_string())
                     .spawn(move || run_background(for_thread))
                     .map_err(|error| Error::io("starting the snapshot thread", error))?,
-            )
-        } else {
-            None
-        };
-        let cleaner_thread = if background_cleaning {
-            inner.background_cleaner.starting();
-            let for_thread = Arc::clone(&inner);
-            let spawned = std::thread::Builder::new()
-                .name("pagecache-cleaner".to_string())
-                .spawn(move || cleaner_thread::run(for_thread));
-            match spawned {
-                Ok(handle) => Some(handle),
-                Err(error) => {
-                    // Dropping the half-built cache below stops and joins the snapshot thread.
-                    drop(PageCache {
-                        inner,
-                        background,
-                        cleaner_thread: None,
-                    });
-                    return Err(Error::io("starting the cleaner thread", error));
-                }
-            }
-        } else {
-            None
-        };
+            );
+        }
+        if background_cleaning {
+            cache.inner.background_cleaner.starting();
+            let for_thread = Arc::clone(&cache.inner);
+            cache.cleaner_thread = Some(
+                std::thread::Builder::new()
+                    .name("pagecache-cleaner".to_string())
+                    .spawn(move || cleaner_thread::run(for_thread))
+                    .map_err(|error| Error::io("starting the cleaner thread", error))?,
+            );
+        }
         let report = OpenReport {
             log: log_report,
             snapshot: snapshot_info,
@@ -338,14 +332,7 @@ impl<M: Materializer> PageCache<M> {
             n_pages_dropped_as_freed,
             elapsed: started.elapsed(),
         };
-        Ok((
-            PageCache {
-                inner,
-                background,
-                cleaner_thread,
-            },
-            report,
-        ))
+        Ok((cache, report))
     }
 }
 
