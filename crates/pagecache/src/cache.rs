@@ -18,7 +18,6 @@ use crate::entry::{
     Chain, Charged, Entry, PageState, Resident, Version, entry_ref, new_owned, park, retire,
 };
 use crate::error::{Error, Result};
-use crate::home::{HomeCells, Installed};
 use crate::location::{MAX_RECORD_LEN_BYTES, PackedLocation};
 use crate::materializer::Materializer;
 use crate::metrics::Metrics;
@@ -290,8 +289,6 @@ pub(crate) struct Inner<M: Materializer> {
     pub(crate) materializer: M,
     pub(crate) log: Log,
     pub(crate) table: PageTable<Entry<M::Fragment>>,
-    /// Where the table's entries are built when a cell is free (see `home.rs`).
-    pub(crate) home: HomeCells<M::Fragment>,
     /// The first page id never handed out.
     pub(crate) next_pid: AtomicU64,
     /// Freed ids with the LSN of their free record, oldest first.
@@ -426,9 +423,9 @@ impl<M: Materializer> PageCache<M> {
                 version,
                 PageState::Live(Chain::one(location), Resident::Merged(merged)),
             );
-            match inner.install(pid, current, entry, &guard) {
+            match inner.table.cas(pid, current, new_owned(entry), &guard) {
                 Ok(_) => {
-                    inner.retire(pid, current, &guard);
+                    retire(&guard, current);
                     drop(guard);
                     reservation.complete()?;
                     inner.account(size as i64, location.frame_len_bytes() as i64);
@@ -444,7 +441,7 @@ impl<M: Materializer> PageCache<M> {
                     ));
                 }
                 Err((_, lost)) => {
-                    fragment = lost.into_merged();
+                    fragment = lost.into_box().into_merged();
                     reservation.abort()?;
                     Metrics::bump(&inner.metrics.n_write_retries, 1);
                 }
@@ -828,14 +825,6 @@ impl std::ops::Deref for RecordBuf {
     }
 }
 
-impl<M: Materializer> Drop for Inner<M> {
-    /// Takes the entries in home cells out of the table, so that the table frees only heap
-    /// entries and the cells' blocks only have retired cells left busy (see `home.rs`).
-    fn drop(&mut self) {
-        self.home.take_installed(&mut self.table);
-    }
-}
-
 impl Drop for RecordBuf {
     fn drop(&mut self) {
         if self.bytes.capacity() <= Self::KEEP_CAPACITY_BYTES {
@@ -857,36 +846,6 @@ impl<M: Materializer> Inner<M> {
             return Err(Error::Closed);
         }
         Ok(())
-    }
-
-    /// Installs `entry` as the page's entry if the slot still holds `current`: built in one
-    /// of the page's home cells when one is free (see `home.rs`), else on the heap. A lost
-    /// CAS gives the entry back with the slot's value.
-    pub(crate) fn install<'g>(
-        &self,
-        pid: u64,
-        current: Shared<'g, Entry<M::Fragment>>,
-        entry: Entry<M::Fragment>,
-        guard: &'g Guard,
-    ) -> Installed<'g, M::Fragment> {
-        match self.home.claim(pid, current.as_raw(), guard) {
-            Some(claimed) => HomeCells::install(&self.table, pid, current, claimed, entry, guard),
-            None => self
-                .table
-                .cas(pid, current, new_owned(entry), guard)
-                .map_err(|(actual, lost)| (actual, lost.into_box())),
-        }
-    }
-
-    /// Retires `unlinked`, the entry of `pid` that a successful [`Self::install`] replaced
-    /// (nothing when it is null), through the epoch: a home cell is freed for reuse, a heap
-    /// entry joins the spares.
-    pub(crate) fn retire(&self, pid: u64, unlinked: Shared<'_, Entry<M::Fragment>>, guard: &Guard) {
-        if self.home.holds(pid, unlinked.as_raw(), guard) {
-            HomeCells::retire(guard, unlinked.as_raw());
-        } else {
-            retire(guard, unlinked);
-        }
     }
 
     fn account(&self, resident_delta: i64, live_delta: i64) {
@@ -1040,9 +999,9 @@ impl<M: Materializer> Inner<M> {
             let resident_delta = entry.resident_bytes() as i64 - old.resident_bytes() as i64;
             let live_delta = entry.live_bytes() as i64 - old.live_bytes() as i64;
             let became_resident = old.resident_bytes() == 0 && entry.resident_bytes() > 0;
-            match self.install(pid.0, current, entry, &guard) {
+            match self.table.cas(pid.0, current, new_owned(entry), &guard) {
                 Ok(_) => {
-                    self.retire(pid.0, current, &guard);
+                    retire(&guard, current);
                     drop(guard);
                     reservation.complete()?;
                     self.account(resident_delta, live_delta);
@@ -1067,7 +1026,7 @@ impl<M: Materializer> Inner<M> {
                 Err((_, lost)) => {
                     // Not installed: a new base comes back out of it for the retry.
                     if kind == RecordKind::Base {
-                        fragment = lost.into_merged();
+                        fragment = lost.into_box().into_merged();
                     }
                     drop(guard);
                     reservation.abort()?;
@@ -1119,8 +1078,6 @@ impl<M: Materializer> Inner<M> {
         guard: &'g Guard,
     ) -> Result<Option<PageRef<'g, M::Fragment>>> {
         self.metrics.n_gets.add(1);
-        // Both places the page's entry is likely in start loading with its slot (`home.rs`).
-        self.home.prefetch(pid.0, guard);
         loop {
             let current = self.table.load(pid.0, guard);
             let Some(entry) = entry_ref(current) else {
@@ -1180,10 +1137,10 @@ impl<M: Materializer> Inner<M> {
                     Resident::Merged(Charged { value, size_bytes }),
                 ),
             );
-            let value = match self.install(pid.0, current, resident, guard) {
+            let value = match self.table.cas(pid.0, current, new_owned(resident), guard) {
                 Ok(installed) => {
                     let was_resident = entry.resident_bytes() > 0;
-                    self.retire(pid.0, current, guard);
+                    retire(guard, current);
                     self.account(added_bytes, 0);
                     if !was_resident {
                         self.became_resident(pid.0);
@@ -1193,7 +1150,7 @@ impl<M: Materializer> Inner<M> {
                         .expect("the entry just installed holds the merged value")
                 }
                 Err((_, lost)) => {
-                    let value = lost.into_merged().expect("built with a value");
+                    let value = lost.into_box().into_merged().expect("built with a value");
                     park(value, guard)
                 }
             };
@@ -1469,9 +1426,9 @@ impl<M: Materializer> Inner<M> {
         evicted.referenced.store(false, Ordering::Relaxed);
         let freed_bytes = entry.resident_bytes() - evicted.resident_bytes();
         let still_resident = evicted.resident_bytes() > 0;
-        match self.install(pid, current, evicted, guard) {
+        match self.table.cas(pid, current, new_owned(evicted), guard) {
             Ok(_) => {
-                self.retire(pid, current, guard);
+                retire(guard, current);
                 self.account(-(freed_bytes as i64), 0);
                 Metrics::bump(&self.metrics.n_fragments_evicted, n_evicted);
                 still_resident
@@ -1881,9 +1838,9 @@ impl<M: Materializer> Inner<M> {
             let resident_delta = moved.resident_bytes() as i64 - entry.resident_bytes() as i64;
             let live_delta = moved.live_bytes() as i64 - entry.live_bytes() as i64;
             let became_resident = entry.resident_bytes() == 0;
-            match self.install(pid.0, current, moved, &guard) {
+            match self.table.cas(pid.0, current, new_owned(moved), &guard) {
                 Ok(_) => {
-                    self.retire(pid.0, current, &guard);
+                    retire(&guard, current);
                     drop(guard);
                     reservation.complete()?;
                     self.account(resident_delta, live_delta);

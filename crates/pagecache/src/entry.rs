@@ -27,14 +27,13 @@
 
 use std::any::Any;
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crossbeam_epoch::{Guard, Owned, Shared};
 use iobuf::Lsn;
 
 use crate::cache::lock;
-use crate::home::CELL_BUSY;
 use crate::location::PackedLocation;
 
 /// A page's version: what [`crate::PageCache::link`], [`crate::PageCache::replace`] and
@@ -175,10 +174,6 @@ pub(crate) struct Entry<F> {
     pub(crate) version: u64,
     /// The CLOCK bit: set by reads, cleared by the eviction hand.
     pub(crate) referenced: AtomicBool,
-    /// The state of the home cell this entry is in ([`crate::home`]): always
-    /// [`CELL_BUSY`] in an entry, so that writing one into a cell marks the cell taken (it
-    /// sits in `referenced`'s padding; unused in an entry on the heap).
-    pub(crate) cell_state: AtomicU8,
     /// Also tells a live page (below `u64::MAX`) from a freed one.
     oldest_lsn: Lsn,
     resident: Resident<F>,
@@ -245,7 +240,6 @@ impl<F> Entry<F> {
         Entry {
             version,
             referenced: AtomicBool::new(is_live),
-            cell_state: AtomicU8::new(CELL_BUSY),
             oldest_lsn,
             resident,
             resident_bytes,
@@ -319,16 +313,14 @@ impl<F> Entry<F> {
 
 /// Borrows the entry behind a slot value loaded under `guard`.
 pub(crate) fn entry_ref<'g, F>(shared: Shared<'g, Entry<F>>) -> Option<&'g Entry<F>> {
-    // SAFETY: every non-null pointer in the page table came from `Owned::new` or is a home
-    // cell written before the CAS that published it (`home.rs`), and an entry is destroyed
-    // only through `retire` (or `HomeCells::retire`) after a CAS unlinked it, which defers the
-    // destruction until every guard pinned before the unlink is dropped. `shared` was loaded
-    // under a guard that lives for 'g, so the entry outlives the borrow.
+    // SAFETY: every non-null pointer in the page table came from `Owned::new`, and an entry is
+    // destroyed only through `retire` after a CAS unlinked it, which defers the destruction
+    // until every guard pinned before the unlink is dropped. `shared` was loaded under a guard
+    // that lives for 'g, so the entry outlives the borrow.
     unsafe { shared.as_ref() }
 }
 
-/// Puts `entry` in a heap allocation for the table (when neither of the page's home cells is
-/// free, see `home.rs`): an emptied entry of this thread's spares
+/// Puts `entry` in an allocation for the table: an emptied entry of this thread's spares
 /// (refilled from [`SHARED_SPARES`] when empty) when there is one, else a new one.
 ///
 /// Every write, page-in, eviction and relocation allocates an entry and retires one. Through
