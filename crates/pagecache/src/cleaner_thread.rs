@@ -9,20 +9,19 @@
 //! ([`Inner::maybe_clean`]: they clean from the target on), so while the thread keeps up
 //! they find nothing to do, and when it falls behind (every core busy, a slow disk) they
 //! take their shares and slow down instead of letting the file grow; past the pacing limit a
-//! write waits a moment (20 ms at most) for pages the thread has out rather than go on. The bound is the writes', as
-//! without the thread, with one caveat shared with several writers: a thread descheduled
-//! while it holds the cleaner's lock lets writes below the limit go on, which can cost a
-//! segment or two of span when threads outnumber cores (`tests/space.rs`: file/live 1.33
-//! to 1.37 against 1.33 with the writes alone).
+//! write waits a moment (20 ms at most) for pages the thread has out rather than go on. The
+//! bound is the writes', as without the thread, with one caveat shared with several writers:
+//! a thread descheduled while it holds the cleaner's lock lets writes below the limit go on,
+//! which can cost a segment or two of span when threads outnumber cores (`tests/space.rs`:
+//! file/live 1.33 to 1.37 against 1.33 with the writes alone).
 //!
 //! Waking. The thread sleeps on a condvar while the span is within its aim. A write that
-//! finds the span over it and the thread idle marks it busy and wakes it: while the
-//! thread works, a write pays a comparison it made anyway and one relaxed load; each wake
-//! costs one lock and one notify. The
-//! thread marks itself idle only after it found the span within its aim, then looks once
-//! more. A write racing with that may still see it busy and not wake it; the next write over
-//! the aim does. So only writes already in flight at that moment can pass without a wake,
-//! and the writers' own share bounds the span whatever the thread does.
+//! finds the span over it and the thread idle marks it busy and wakes it: while the thread
+//! works, a write pays a comparison it made anyway and one relaxed load; each wake costs one
+//! lock and one notify. The thread marks itself idle only after it found the span within its
+//! aim, then looks once more. A write racing with that may still see it busy and not wake
+//! it; the next write over the aim does. So only writes already in flight at that moment can
+//! pass without a wake, and the writers' own share bounds the span whatever the thread does.
 //!
 //! The last pages of a segment may be out with a write: the thread then waits for them like
 //! a write past the pacing limit does ([`Inner::clean_some`]). When it cannot go on (the

@@ -1,9 +1,10 @@
 //! Four threads link fragments to a few shared pages with compare-and-swap retry loops (read
 //! the page, link at its version, retry on `Stale`), on a tiny configuration so that
 //! consolidation, eviction, page-ins, cleaning (by the writers and by the background
-//! cleaner) and background snapshots race with the writers. Every fragment is unique (thread, sequence number). At the end, and again after a
-//! close and a reopen, each page holds exactly the acknowledged fragments: as a set, and per
-//! thread in the order that thread linked them.
+//! cleaner) and background snapshots race with the writers. Every fragment is unique
+//! (thread, sequence number). At the end, and again after a close and a reopen, each page
+//! holds exactly the acknowledged fragments: as a set, and per thread in the order that
+//! thread linked them.
 
 mod common;
 

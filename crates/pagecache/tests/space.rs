@@ -62,11 +62,6 @@ fn value(seed: u64) -> Vec<u8> {
         .collect()
 }
 
-/// Allocates pages `0..N_PAGES` and flushes; returns their versions.
-fn allocate_all(cache: &PageCache<Concat>) -> Vec<Version> {
-    allocate_pages(cache, N_PAGES)
-}
-
 /// Allocates pages `0..n_pages` and flushes; returns their versions.
 fn allocate_pages(cache: &PageCache<Concat>, n_pages: u64) -> Vec<Version> {
     let versions = (0..n_pages)
@@ -80,9 +75,9 @@ fn allocate_pages(cache: &PageCache<Concat>, n_pages: u64) -> Vec<Version> {
     versions
 }
 
-/// Replaces random pages of `versions` (flushing every `FLUSH_EVERY_WRITES`) until the log has written five
-/// times the live bytes it started with; `after_flush` sees the cache and the bytes written
-/// so far after each flush. Returns the number of replaces.
+/// Replaces random pages of `versions` (flushing every `FLUSH_EVERY_WRITES`) until the log
+/// has written five times the live bytes it started with; `after_flush` sees the cache and
+/// the bytes written so far after each flush. Returns the number of replaces.
 fn overwrite_uniformly(
     cache: &PageCache<Concat>,
     versions: &mut [Version],
@@ -172,8 +167,8 @@ fn uniform_overwrites_within_bound(background_cleaning: bool, n_pages: u64) {
         "writes cleaning alone"
     };
     eprintln!(
-        "{cleaning}: {n_writes} overwrites; file {} B, live {} B: file/live {ratio:.2} (max in steady \
-         state {max_ratio_late:.2}), span/live {span_ratio:.2}; write amplification {:.2} \
+        "{cleaning}: {n_writes} overwrites; file {} B, live {} B: file/live {ratio:.2} (max in \
+         steady state {max_ratio_late:.2}), span/live {span_ratio:.2}; write amplification {:.2} \
          ({log_written} B logged for {user_bytes} B of values); relocations {} ({} B), \
          segments cleaned {}",
         stats.file_len_bytes,
@@ -227,7 +222,7 @@ fn segments_larger_than_the_ring_do_not_hold_the_span_above_the_target() {
         .build()
         .expect("valid");
     let (cache, _) = PageCache::open(Arc::new(SimStorage::new()), config, Concat).expect("open");
-    let mut versions = allocate_all(&cache);
+    let mut versions = allocate_pages(&cache, N_PAGES);
     overwrite_uniformly(&cache, &mut versions, 0x2545_F491_4F6C_DD1D, |_, _| {});
     let stats = cache.stats();
     let span_ratio = stats.log_span_bytes as f64 / stats.live_bytes as f64;
@@ -249,7 +244,7 @@ fn segments_larger_than_the_ring_do_not_hold_the_span_above_the_target() {
 fn the_cleaner_reads_back_only_segments_written_before_open() {
     let storage = Arc::new(SimStorage::new());
     let (cache, _) = PageCache::open(storage.clone(), config(), Concat).expect("open");
-    let mut versions = allocate_all(&cache);
+    let mut versions = allocate_pages(&cache, N_PAGES);
     overwrite_uniformly(&cache, &mut versions, 0x9E37_79B9_7F4A_7C15, |_, _| {});
     let cleaned_and_read_back = |cache: &PageCache<Concat>| {
         let metrics = cache.metrics();
