@@ -18,6 +18,7 @@ use crate::entry::{
     Chain, Charged, Entry, PageState, Resident, Version, entry_ref, new_owned, park, retire,
 };
 use crate::error::{Error, Result};
+use crate::home::{HomeCells, Installed};
 use crate::location::{MAX_RECORD_LEN_BYTES, PackedLocation};
 use crate::materializer::Materializer;
 use crate::metrics::Metrics;
@@ -117,6 +118,10 @@ pub struct Stats {
     pub file_len_bytes: u64,
     /// Memory of the page table's nodes.
     pub page_table_bytes: u64,
+    /// Memory of the blocks of home cells, where entries are built: about 772 KiB per range of
+    /// 2048 page ids written since open with `Vec` fragments (two entries and two state bytes
+    /// per id).
+    pub home_cell_bytes: u64,
     /// One more than the highest page id ever allocated.
     pub page_id_high_water: u64,
 }
@@ -289,6 +294,8 @@ pub(crate) struct Inner<M: Materializer> {
     pub(crate) materializer: M,
     pub(crate) log: Log,
     pub(crate) table: PageTable<Entry<M::Fragment>>,
+    /// Where the table's entries are built when a cell is free (see `home.rs`).
+    pub(crate) home: HomeCells<M::Fragment>,
     /// The first page id never handed out.
     pub(crate) next_pid: AtomicU64,
     /// Freed ids with the LSN of their free record, oldest first.
@@ -423,9 +430,9 @@ impl<M: Materializer> PageCache<M> {
                 version,
                 PageState::Live(Chain::one(location), Resident::Merged(merged)),
             );
-            match inner.table.cas(pid, current, new_owned(entry), &guard) {
+            match inner.install(pid, current, entry, &guard) {
                 Ok(_) => {
-                    retire(&guard, current);
+                    inner.retire(pid, current, &guard);
                     drop(guard);
                     reservation.complete()?;
                     inner.account(size as i64, location.frame_len_bytes() as i64);
@@ -441,7 +448,7 @@ impl<M: Materializer> PageCache<M> {
                     ));
                 }
                 Err((_, lost)) => {
-                    fragment = lost.into_box().into_merged();
+                    fragment = lost.into_merged();
                     reservation.abort()?;
                     Metrics::bump(&inner.metrics.n_write_retries, 1);
                 }
@@ -825,6 +832,14 @@ impl std::ops::Deref for RecordBuf {
     }
 }
 
+impl<M: Materializer> Drop for Inner<M> {
+    /// Takes the entries in home cells out of the table, so that the table frees only heap
+    /// entries and the cells' blocks only have retired cells left busy (see `home.rs`).
+    fn drop(&mut self) {
+        self.home.take_installed(&mut self.table);
+    }
+}
+
 impl Drop for RecordBuf {
     fn drop(&mut self) {
         if self.bytes.capacity() <= Self::KEEP_CAPACITY_BYTES {
@@ -846,6 +861,35 @@ impl<M: Materializer> Inner<M> {
             return Err(Error::Closed);
         }
         Ok(())
+    }
+
+    /// Installs `entry` as the page's entry if the slot still holds `current`: built in one
+    /// of the page's home cells when one is free (see `home.rs`), else on the heap. A lost
+    /// CAS gives the entry back with the slot's value.
+    pub(crate) fn install<'g>(
+        &self,
+        pid: u64,
+        current: Shared<'g, Entry<M::Fragment>>,
+        entry: Entry<M::Fragment>,
+        guard: &'g Guard,
+    ) -> Installed<'g, M::Fragment> {
+        match self.home.claim(pid, current.as_raw(), guard) {
+            Some(claimed) => HomeCells::install(&self.table, pid, current, claimed, entry, guard),
+            None => self
+                .table
+                .cas(pid, current, new_owned(entry), guard)
+                .map_err(|(actual, lost)| (actual, lost.into_box())),
+        }
+    }
+
+    /// Retires `unlinked`, the entry of `pid` that a successful [`Self::install`] replaced
+    /// (nothing when it is null), through the epoch: a home cell is freed for reuse, a heap
+    /// entry joins the spares.
+    pub(crate) fn retire(&self, pid: u64, unlinked: Shared<'_, Entry<M::Fragment>>, guard: &Guard) {
+        match self.home.cell_of(pid, unlinked.as_raw(), guard) {
+            Some(cell) => HomeCells::retire(cell, guard),
+            None => retire(guard, unlinked),
+        }
     }
 
     fn account(&self, resident_delta: i64, live_delta: i64) {
@@ -925,6 +969,9 @@ impl<M: Materializer> Inner<M> {
                     return Ok(Err((current, fragment)));
                 }
             };
+            // The cell the new entry will be built in loads while it is computed.
+            self.home
+                .prefetch_for_write(pid.0, current.as_raw(), &guard);
             // What the new entry keeps in memory, and for a consolidation the merged base
             // written instead of the delta.
             let (resident, consolidated_body) = match kind {
@@ -999,9 +1046,9 @@ impl<M: Materializer> Inner<M> {
             let resident_delta = entry.resident_bytes() as i64 - old.resident_bytes() as i64;
             let live_delta = entry.live_bytes() as i64 - old.live_bytes() as i64;
             let became_resident = old.resident_bytes() == 0 && entry.resident_bytes() > 0;
-            match self.table.cas(pid.0, current, new_owned(entry), &guard) {
+            match self.install(pid.0, current, entry, &guard) {
                 Ok(_) => {
-                    retire(&guard, current);
+                    self.retire(pid.0, current, &guard);
                     drop(guard);
                     reservation.complete()?;
                     self.account(resident_delta, live_delta);
@@ -1026,7 +1073,7 @@ impl<M: Materializer> Inner<M> {
                 Err((_, lost)) => {
                     // Not installed: a new base comes back out of it for the retry.
                     if kind == RecordKind::Base {
-                        fragment = lost.into_box().into_merged();
+                        fragment = lost.into_merged();
                     }
                     drop(guard);
                     reservation.abort()?;
@@ -1078,6 +1125,8 @@ impl<M: Materializer> Inner<M> {
         guard: &'g Guard,
     ) -> Result<Option<PageRef<'g, M::Fragment>>> {
         self.metrics.n_gets.add(1);
+        // Both places the page's entry is likely in start loading with its slot (`home.rs`).
+        self.home.prefetch(pid.0, guard);
         loop {
             let current = self.table.load(pid.0, guard);
             let Some(entry) = entry_ref(current) else {
@@ -1137,10 +1186,10 @@ impl<M: Materializer> Inner<M> {
                     Resident::Merged(Charged { value, size_bytes }),
                 ),
             );
-            let value = match self.table.cas(pid.0, current, new_owned(resident), guard) {
+            let value = match self.install(pid.0, current, resident, guard) {
                 Ok(installed) => {
                     let was_resident = entry.resident_bytes() > 0;
-                    retire(guard, current);
+                    self.retire(pid.0, current, guard);
                     self.account(added_bytes, 0);
                     if !was_resident {
                         self.became_resident(pid.0);
@@ -1150,7 +1199,7 @@ impl<M: Materializer> Inner<M> {
                         .expect("the entry just installed holds the merged value")
                 }
                 Err((_, lost)) => {
-                    let value = lost.into_box().into_merged().expect("built with a value");
+                    let value = lost.into_merged().expect("built with a value");
                     park(value, guard)
                 }
             };
@@ -1426,9 +1475,9 @@ impl<M: Materializer> Inner<M> {
         evicted.referenced.store(false, Ordering::Relaxed);
         let freed_bytes = entry.resident_bytes() - evicted.resident_bytes();
         let still_resident = evicted.resident_bytes() > 0;
-        match self.table.cas(pid, current, new_owned(evicted), guard) {
+        match self.install(pid, current, evicted, guard) {
             Ok(_) => {
-                retire(guard, current);
+                self.retire(pid, current, guard);
                 self.account(-(freed_bytes as i64), 0);
                 Metrics::bump(&self.metrics.n_fragments_evicted, n_evicted);
                 still_resident
@@ -1838,9 +1887,9 @@ impl<M: Materializer> Inner<M> {
             let resident_delta = moved.resident_bytes() as i64 - entry.resident_bytes() as i64;
             let live_delta = moved.live_bytes() as i64 - entry.live_bytes() as i64;
             let became_resident = entry.resident_bytes() == 0;
-            match self.table.cas(pid.0, current, new_owned(moved), &guard) {
+            match self.install(pid.0, current, moved, &guard) {
                 Ok(_) => {
-                    retire(&guard, current);
+                    self.retire(pid.0, current, &guard);
                     drop(guard);
                     reservation.complete()?;
                     self.account(resident_delta, live_delta);
@@ -1872,6 +1921,7 @@ impl<M: Materializer> Inner<M> {
             log_span_bytes: self.log.tip().0.saturating_sub(cursor.0),
             file_len_bytes: n_segments * geometry.segment_len_bytes(),
             page_table_bytes: self.table.node_bytes() as u64,
+            home_cell_bytes: self.home.allocated_bytes(),
             page_id_high_water: self.next_pid.load(Ordering::Relaxed),
         }
     }

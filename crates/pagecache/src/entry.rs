@@ -313,17 +313,21 @@ impl<F> Entry<F> {
 
 /// Borrows the entry behind a slot value loaded under `guard`.
 pub(crate) fn entry_ref<'g, F>(shared: Shared<'g, Entry<F>>) -> Option<&'g Entry<F>> {
-    // SAFETY: every non-null pointer in the page table came from `Owned::new`, and an entry is
-    // destroyed only through `retire` after a CAS unlinked it, which defers the destruction
-    // until every guard pinned before the unlink is dropped. `shared` was loaded under a guard
-    // that lives for 'g, so the entry outlives the borrow.
+    // SAFETY: every non-null pointer in the page table came from `Owned::new` or is a home
+    // cell whose entry was written before the CAS that published it (`home.rs`). An entry is
+    // destroyed only after a CAS unlinked it, through `retire` or `HomeCells::retire`, which
+    // defer the destruction until every guard pinned before the unlink is dropped; a home
+    // cell's memory stays allocated at least as long as its entry is installed or retired.
+    // `shared` was loaded under a guard that lives for 'g, so the entry outlives the borrow.
     unsafe { shared.as_ref() }
 }
 
-/// Puts `entry` in an allocation for the table: an emptied entry of this thread's spares
+/// Puts `entry` in a heap allocation for the table, for when neither of the page's home cells
+/// is free (`home.rs`) and for entries built at open: an emptied entry of this thread's spares
 /// (refilled from [`SHARED_SPARES`] when empty) when there is one, else a new one.
 ///
-/// Every write, page-in, eviction and relocation allocates an entry and retires one. Through
+/// Before home cells, every write, page-in, eviction and relocation allocated an entry and
+/// retired one; a page written twice within one grace period of the epoch still does. Through
 /// the global allocator, a retired entry is freed in a batch of the epoch's garbage, on
 /// whichever thread collects it, and the batches overflow glibc's per-thread caches into its
 /// locked arenas; allocation and free were about a quarter of a link's samples. Reusing the

@@ -60,7 +60,11 @@
 //!   front). Each slot points at the page's entry (`entry.rs`): the log locations of its
 //!   chain and what of it is in memory, usually the merged value. Every change builds a new
 //!   entry and installs it with one CAS; replaced entries are reclaimed with
-//!   `crossbeam-epoch`, and their allocations reused for new entries.
+//!   `crossbeam-epoch`. A page's entries are built in one of two home cells at an address
+//!   computed from its id (`home.rs`), so a read starts loading the entry together with the
+//!   slot instead of after it (a read of a resident page waits for two loads from memory,
+//!   not three); when both cells are still in use, the entry goes on the heap, and those
+//!   allocations are reused for new entries.
 //! * **Writes.** `link`, `replace` and `free` load the entry, check the caller's version,
 //!   reserve the record in the log, CAS, then complete the record (or abort it when the CAS
 //!   lost). The reservation comes after the load and the CAS needs an unchanged entry, so per
@@ -82,17 +86,24 @@
 //!   waits for a write: only values already durable are evicted.
 //! * **Cache.** Resident values are charged (`Materializer::size_in_bytes`) against
 //!   `cache_budget_bytes`. A CLOCK hand walks a ring of the resident pages when the budget is
-//!   exceeded; a hit only sets a bit in the entry (no lock, no list). Resident bytes stay within
-//!   the budget plus the values of pages written since the last sync (a page written to keeps its
-//!   whole merged value until the write is durable, not just the delta) plus what concurrent
-//!   readers page in at once. Outside the budget, every live page costs its entry (192 bytes with a
-//!   `Vec` value, its chain of up to 7 locations of 16 bytes included) and an 8-byte table slot,
-//!   and each thread that uses the cache keeps up to 256 emptied entries for reuse (the entries it
-//!   frees as it collects the epoch's garbage), passing its surplus to a pool shared by all threads
-//!   and caches of the process that holds up to 8192 (about 1.5 MiB with `Vec` values; it lives as
-//!   long as the process). The cleaner's index of base records holds 8 bytes per base written since
-//!   open and not yet cleaned, for at most 2^20 bases (8 MiB; the lists' spare capacity and the
-//!   cleaner's copy of the segment it works through come on top).
+//!   exceeded; a hit only sets a bit in the entry (no lock, no list). Resident bytes stay
+//!   within the budget plus the values of pages written since the last sync (a page written to
+//!   keeps its whole merged value until the write is durable, not just the delta) plus what
+//!   concurrent readers page in at once. Outside the budget:
+//!   - every live page costs its entry (192 bytes with a `Vec` value, its chain of up to 7
+//!     locations of 16 bytes included) and an 8-byte table slot;
+//!   - every range of 2048 page ids with a write, page-in or eviction since open costs a block
+//!     of home cells, two entries and two state bytes per id (772 KiB with `Vec` values,
+//!     [`Stats::home_cell_bytes`]). Blocks are freed when the cache is dropped; a block whose
+//!     retired cells still wait for the epoch is freed by a later sweep, at the next open or
+//!     drop of a cache in the process;
+//!   - each thread that uses the cache keeps up to 256 emptied heap entries for reuse (the
+//!     entries it frees as it collects the epoch's garbage), passing its surplus to a pool
+//!     shared by all threads and caches of the process that holds up to 8192 (about 1.5 MiB
+//!     with `Vec` values; it lives as long as the process);
+//!   - the cleaner's index of base records holds 8 bytes per base written since open and not
+//!     yet cleaned, for at most 2^20 bases (8 MiB; the lists' spare capacity and the cleaner's
+//!     copy of the segment it works through come on top).
 //! * **Cleaning.** The cleaner examines the base records of the oldest segment and rewrites (as
 //!   one merged base at the tip) every page that still uses the segment; once every base of the
 //!   segment was examined and every page moved it is released, and the log reuses it when the
@@ -159,6 +170,7 @@ mod cleaner_thread;
 mod config;
 mod entry;
 mod error;
+mod home;
 mod location;
 mod materializer;
 mod metrics;

@@ -17,6 +17,7 @@ use crate::cleaner_thread::{self, BackgroundCleaner};
 use crate::config::Config;
 use crate::entry::{Chain, Entry, PageState, Resident};
 use crate::error::{Error, Result};
+use crate::home::HomeCells;
 use crate::location::{PackedLocation, Unpackable};
 use crate::materializer::Materializer;
 use crate::metrics::Metrics;
@@ -267,6 +268,7 @@ impl<M: Materializer> PageCache<M> {
             materializer,
             log,
             table,
+            home: HomeCells::new(),
             next_pid: AtomicU64::new(next_pid),
             free_ids: Mutex::new(free_ids),
             n_free_ids: AtomicUsize::new(n_free_ids),

@@ -94,6 +94,38 @@ pub(crate) fn prefetch<X>(ptr: *const X) {
     let _ = ptr;
 }
 
+/// Asks the CPU to start loading the cache line at `ptr` (see [`prefetch`]).
+pub(crate) fn prefetch_line<X>(ptr: *const X) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        // SAFETY: as in `prefetch`: a hint that never faults, whatever the address.
+        unsafe {
+            _mm_prefetch::<_MM_HINT_T0>(ptr.cast::<i8>());
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = ptr;
+}
+
+/// Asks the CPU to start loading the `n_bytes` at `ptr` for writing (see [`prefetch`]): the
+/// lines arrive owned by this core, so the stores that follow do not wait for them.
+pub(crate) fn prefetch_for_write<X>(ptr: *const X, n_bytes: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_ET0, _mm_prefetch};
+        let first_line = ptr.cast::<i8>();
+        for offset in (0..n_bytes).step_by(64) {
+            // SAFETY: as in `prefetch`: a hint that never faults, whatever the address.
+            unsafe {
+                _mm_prefetch::<_MM_HINT_ET0>(first_line.wrapping_add(offset));
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (ptr, n_bytes);
+}
+
 /// How many slots ahead [`PageTable::for_each_in`] prefetches entries.
 const WALK_PREFETCH_DISTANCE: usize = 8;
 
@@ -172,12 +204,14 @@ impl<T: Send + Sync + 'static> PageTable<T> {
     ///
     /// On success returns `new`; on failure the slot's actual value. The same ownership rules
     /// apply: the caller defers destruction of a replaced non-null `current`, and must not
-    /// install a pointer that is also reachable from another slot or already destroyed.
+    /// install a pointer that is also reachable from another slot or already destroyed. A
+    /// pointer that is not a `Box` allocation (an entry in a home cell, `home.rs`) must be
+    /// taken out of the table again before it drops, since `Drop` frees what it finds as a
+    /// `Box`.
     ///
     /// A CAS to null never allocates: if the leaf of `pid` does not exist yet, the slot reads as
     /// null, so the CAS succeeds exactly when `current` is null. `pid >= PAGE_ID_LIMIT` trips a
     /// `debug_assert!` and in release builds returns `Err(null)`.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn cas_shared<'g>(
         &self,
         pid: u64,
@@ -388,7 +422,8 @@ impl<T: Send + Sync + 'static> Drop for PageTable<T> {
                         continue;
                     }
                     // SAFETY: entries in the table were installed as `Owned` by `cas` (or
-                    // re-installed by `cas_shared`, which requires the caller to own them) and
+                    // by `cas_shared`, which requires the caller to own them as a `Box` or to
+                    // take them out before the table drops, as the page cache does) and
                     // have not been handed to `defer_destroy`: writers defer only entries they
                     // replaced, which are no longer in the table.
                     drop(unsafe { entry.into_owned() });
