@@ -118,9 +118,9 @@ pub struct Stats {
     pub file_len_bytes: u64,
     /// Memory of the page table's nodes.
     pub page_table_bytes: u64,
-    /// Memory of the blocks of home cells, where entries are built: about 772 KiB per range of
-    /// 2048 page ids written since open with `Vec` fragments (two entries and two state bytes
-    /// per id).
+    /// Memory of the blocks of home cells, where entries are built: 772 KiB with `Vec`
+    /// fragments (two entries and two state bytes per id) per range of 2048 page ids with a
+    /// write, page-in, eviction or relocation since open.
     pub home_cell_bytes: u64,
     /// One more than the highest page id ever allocated.
     pub page_id_high_water: u64,
@@ -970,8 +970,7 @@ impl<M: Materializer> Inner<M> {
                 }
             };
             // The cell the new entry will be built in loads while it is computed.
-            self.home
-                .prefetch_for_write(pid.0, current.as_raw(), &guard);
+            self.home.prefetch_free(pid.0, current.as_raw(), &guard);
             // What the new entry keeps in memory, and for a consolidation the merged base
             // written instead of the delta.
             let (resident, consolidated_body) = match kind {

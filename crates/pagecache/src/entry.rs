@@ -323,7 +323,7 @@ pub(crate) fn entry_ref<'g, F>(shared: Shared<'g, Entry<F>>) -> Option<&'g Entry
 }
 
 /// Puts `entry` in a heap allocation for the table, for when neither of the page's home cells
-/// is free (`home.rs`) and for entries built at open: an emptied entry of this thread's spares
+/// is free (`home.rs`): an emptied entry of this thread's spares
 /// (refilled from [`SHARED_SPARES`] when empty) when there is one, else a new one.
 ///
 /// Before home cells, every write, page-in, eviction and relocation allocated an entry and

@@ -90,13 +90,14 @@
 //!   within the budget plus the values of pages written since the last sync (a page written to
 //!   keeps its whole merged value until the write is durable, not just the delta) plus what
 //!   concurrent readers page in at once. Outside the budget:
-//!   - every live page costs its entry (192 bytes with a `Vec` value, its chain of up to 7
-//!     locations of 16 bytes included) and an 8-byte table slot;
-//!   - every range of 2048 page ids with a write, page-in or eviction since open costs a block
-//!     of home cells, two entries and two state bytes per id (772 KiB with `Vec` values,
-//!     [`Stats::home_cell_bytes`]). Blocks are freed when the cache is dropped; a block whose
-//!     retired cells still wait for the epoch is freed by a later sweep, at the next open or
-//!     drop of a cache in the process;
+//!   - every live page costs an 8-byte table slot, and its entry (192 bytes with a `Vec`
+//!     value, its chain of up to 7 locations of 16 bytes included) when it is on the heap,
+//!     not in a home cell;
+//!   - every range of 2048 page ids with a write, page-in, eviction or relocation since open
+//!     costs a block of home cells, two entries and two state bytes per id (772 KiB with `Vec`
+//!     values, [`Stats::home_cell_bytes`]). Blocks are freed when the cache is dropped; a
+//!     block whose retired cells still wait for the epoch is freed by a later sweep, when the
+//!     next cache of the process opens or drops;
 //!   - each thread that uses the cache keeps up to 256 emptied heap entries for reuse (the
 //!     entries it frees as it collects the epoch's garbage), passing its surplus to a pool
 //!     shared by all threads and caches of the process that holds up to 8192 (about 1.5 MiB
