@@ -276,6 +276,9 @@ fn sweep_quarantine() {
 
 /// The page cache's home cells.
 pub(crate) struct HomeCells<F: Send + Sync + 'static> {
+    /// Off ([`crate::ConfigBuilder::home_cells`]), no block is ever allocated: no cell is
+    /// claimed, so every entry goes on the heap, and a read's prefetch finds no block.
+    enabled: bool,
     /// Blocks by number (`pid / BLOCK_PIDS`).
     blocks: PageTable<Block<F>>,
     /// How many blocks were allocated.
@@ -305,10 +308,12 @@ impl<F: Send + Sync + 'static> Drop for Claimed<'_, F> {
 }
 
 impl<F: Send + Sync + 'static> HomeCells<F> {
-    /// No blocks yet; sweeps the quarantine of earlier page caches.
-    pub(crate) fn new() -> Self {
+    /// No blocks yet; sweeps the quarantine of earlier page caches. When not `enabled`, no
+    /// cell is ever handed out.
+    pub(crate) fn new(enabled: bool) -> Self {
         sweep_quarantine();
         HomeCells {
+            enabled,
             blocks: PageTable::new(),
             n_blocks: AtomicU64::new(0),
         }
@@ -376,6 +381,9 @@ impl<F: Send + Sync + 'static> HomeCells<F> {
         current: *const Entry<F>,
         guard: &Guard,
     ) -> Option<Claimed<'_, F>> {
+        if !self.enabled {
+            return None;
+        }
         let cells = self.cells(pid, true, guard)?;
         cells
             .into_iter()
@@ -590,8 +598,19 @@ mod tests {
     }
 
     #[test]
+    fn cells_turned_off_hand_out_nothing_and_allocate_no_block() {
+        let home = HomeCells::<u32>::new(false);
+        let guard = epoch::pin();
+        assert!(home.claim(5, std::ptr::null(), &guard).is_none());
+        home.prefetch(5, &guard);
+        home.prefetch_free(5, std::ptr::null(), &guard);
+        assert!(home.cell_of(5, std::ptr::null(), &guard).is_none());
+        assert_eq!(home.allocated_bytes(), 0);
+    }
+
+    #[test]
     fn each_cell_is_claimed_once_and_a_dropped_claim_frees_it() {
-        let home = HomeCells::<u32>::new();
+        let home = HomeCells::<u32>::new(true);
         let guard = epoch::pin();
         assert_eq!(home.allocated_bytes(), 0);
         let first = home
@@ -636,7 +655,7 @@ mod tests {
     #[test]
     fn an_installed_cell_is_freed_only_after_it_is_retired_and_the_epoch_moves_on() {
         static DROPS: AtomicUsize = AtomicUsize::new(0);
-        let mut home = HomeCells::<Counted>::new();
+        let mut home = HomeCells::<Counted>::new(true);
         let mut table = PageTable::new();
         {
             let guard = epoch::pin();
@@ -722,7 +741,7 @@ mod tests {
     #[test]
     fn a_block_with_retired_cells_outlives_its_page_cache_until_they_are_freed() {
         static DROPS: AtomicUsize = AtomicUsize::new(0);
-        let mut home = HomeCells::<Counted>::new();
+        let mut home = HomeCells::<Counted>::new(true);
         let mut table = PageTable::new();
         let pinned = epoch::pin();
         let claimed = home.claim(9, std::ptr::null(), &pinned).expect("free");
@@ -780,7 +799,7 @@ mod tests {
     #[test]
     fn writers_racing_on_one_page_never_let_a_reader_see_a_torn_entry() {
         const N_WRITES_PER_WRITER: u64 = if cfg!(miri) { 40 } else { 2000 };
-        let mut home = HomeCells::<Vec<u64>>::new();
+        let mut home = HomeCells::<Vec<u64>>::new(true);
         let mut table = PageTable::new();
         {
             let guard = epoch::pin();
@@ -868,7 +887,7 @@ mod tests {
         static ARMED: AtomicBool = AtomicBool::new(false);
         let both = TableAndCells {
             table: PageTable::new(),
-            home: HomeCells::new(),
+            home: HomeCells::new(true),
         };
         {
             let guard = epoch::pin();
@@ -898,7 +917,7 @@ mod tests {
     #[test]
     fn a_deferred_free_racing_the_block_drop_and_the_sweep_is_safe() {
         static DROPS: AtomicUsize = AtomicUsize::new(0);
-        let home = Arc::new(HomeCells::<Counted>::new());
+        let home = Arc::new(HomeCells::<Counted>::new(true));
         let table = Arc::new(PageTable::new());
         let (retired_tx, retired_rx) = std::sync::mpsc::channel::<usize>();
         let (dropped_tx, dropped_rx) = std::sync::mpsc::channel::<()>();

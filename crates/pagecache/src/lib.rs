@@ -95,9 +95,10 @@
 //!     not in a home cell;
 //!   - every range of 2048 page ids with a write, page-in, eviction or relocation since open
 //!     costs a block of home cells, two entries and two state bytes per id (772 KiB with `Vec`
-//!     values, [`Stats::home_cell_bytes`]). Blocks are freed when the cache is dropped; a
-//!     block whose retired cells still wait for the epoch is freed by a later sweep, when the
-//!     next cache of the process opens or drops;
+//!     values, [`Stats::home_cell_bytes`]; none with [`ConfigBuilder::home_cells`] off).
+//!     Blocks are freed when the cache is dropped; a block whose retired cells still wait
+//!     for the epoch is freed by a later sweep, when the next cache of the process opens or
+//!     drops;
 //!   - each thread that uses the cache keeps up to 256 emptied heap entries for reuse (the
 //!     entries it frees as it collects the epoch's garbage), passing its surplus to a pool
 //!     shared by all threads and caches of the process that holds up to 8192 (about 1.5 MiB

@@ -268,7 +268,7 @@ impl<M: Materializer> PageCache<M> {
             materializer,
             log,
             table,
-            home: HomeCells::new(),
+            home: HomeCells::new(config.home_cells),
             next_pid: AtomicU64::new(next_pid),
             free_ids: Mutex::new(free_ids),
             n_free_ids: AtomicUsize::new(n_free_ids),

@@ -8,7 +8,7 @@ use common::Concat;
 use iobuf::storage::SimStorage;
 use pagecache::{Config, PageCache, PageId};
 
-fn tiny_config() -> Config {
+fn tiny_config(home_cells: bool) -> Config {
     Config::builder()
         .segment_len_bytes(4096)
         .io_buf_len_bytes(1024)
@@ -21,14 +21,26 @@ fn tiny_config() -> Config {
         .background_snapshots(false)
         .background_cleaning(false)
         .id_persist_interval(8)
+        .home_cells(home_cells)
         .build()
         .expect("valid")
 }
 
 #[test]
 fn pages_survive_restart_cleaning_and_eviction() {
+    survive_restart_cleaning_and_eviction(true);
+}
+
+/// The same with every entry on the heap.
+#[test]
+fn pages_survive_restart_cleaning_and_eviction_without_home_cells() {
+    survive_restart_cleaning_and_eviction(false);
+}
+
+fn survive_restart_cleaning_and_eviction(home_cells: bool) {
+    let config = || tiny_config(home_cells);
     let storage = Arc::new(SimStorage::new());
-    let (cache, report) = PageCache::open(storage.clone(), tiny_config(), Concat).expect("open");
+    let (cache, report) = PageCache::open(storage.clone(), config(), Concat).expect("open");
     assert!(report.log.created);
     let mut expected = std::collections::BTreeMap::new();
     let mut pids = Vec::new();
@@ -73,6 +85,9 @@ fn pages_survive_restart_cleaning_and_eviction() {
     let id = cache.generate_id().unwrap();
     let stats = cache.stats();
     eprintln!("{stats:?}");
+    // One block: every id used is below 2048.
+    let expected_block_bytes = if home_cells { 772 * 1024 } else { 0 };
+    assert_eq!(stats.home_cell_bytes, expected_block_bytes);
     eprintln!(
         "relocations {} segments cleaned {} evicted {} page-ins {}",
         cache
@@ -94,7 +109,7 @@ fn pages_survive_restart_cleaning_and_eviction() {
     );
     cache.close().expect("close");
 
-    let (cache, report) = PageCache::open(storage.clone(), tiny_config(), Concat).expect("reopen");
+    let (cache, report) = PageCache::open(storage.clone(), config(), Concat).expect("reopen");
     eprintln!("{report}");
     for (pid, value) in &expected {
         assert_eq!(
@@ -109,8 +124,7 @@ fn pages_survive_restart_cleaning_and_eviction() {
     drop(cache);
 
     let crashed = storage.crash(7);
-    let (cache, _) =
-        PageCache::open(Arc::new(crashed), tiny_config(), Concat).expect("after crash");
+    let (cache, _) = PageCache::open(Arc::new(crashed), config(), Concat).expect("after crash");
     for (pid, value) in &expected {
         assert_eq!(&cache.get(*pid).unwrap().unwrap().value, value);
     }
