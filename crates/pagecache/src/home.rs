@@ -268,10 +268,7 @@ static QUARANTINE: Mutex<Vec<BlockMemory>> = Mutex::new(Vec::new());
 
 /// Frees the quarantined blocks whose cells are all free now.
 fn sweep_quarantine() {
-    let mut quarantine = lock(&QUARANTINE);
-    if !quarantine.is_empty() {
-        quarantine.retain(|block| !block.all_free());
-    }
+    lock(&QUARANTINE).retain(|block| !block.all_free());
 }
 
 /// The page cache's home cells.
